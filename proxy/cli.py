@@ -1,0 +1,103 @@
+"""consent-proxy's command line: run · check · demo.
+
+Domain errors become one readable line each on stderr and exit status 1; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .config import CONFIG_ENV, load_settings
+from .errors import ConfigError
+from .logs import setup_logging
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{exc.source}: {problem}", file=sys.stderr)
+        return EXIT_PROBLEM
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="consent-proxy",
+        description="Office 365 calendar and contacts consent for apps that already use SSO.",
+    )
+    parser.add_argument("--version", action="version", version=f"consent-proxy {__version__}")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the proxy")
+    run.add_argument("--config", type=Path, help=f"the config file (default: ${CONFIG_ENV})")
+    run.add_argument("--host", help="address to listen on (default: listen.host)")
+    run.add_argument("--port", type=int, help="port to listen on (default: listen.port)")
+    run.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    run.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (default: logging.level)",
+    )
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser("check", help="validate a config file and exit 0 (ok) or 1")
+    check.add_argument("config", type=Path)
+    check.set_defaults(handler=_check)
+
+    demo = commands.add_parser("demo", help="run the proxy in front of a bundled example app")
+    demo.add_argument("--port", type=int, default=8080, help="port for the proxy (default: 8080)")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    settings = load_settings(args.config)
+    if args.workers < 1:
+        print("--workers: must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    level = args.log_level or settings.logging.level
+    setup_logging(level, settings.logging.format)
+    serve(
+        settings.model_copy(
+            update={"logging": settings.logging.model_copy(update={"level": level})}
+        ),
+        args.config,
+        args.host or settings.listen.host,
+        args.port or settings.listen.port,
+        args.workers,
+    )
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    load_settings(args.config)
+    print(f"{args.config}: OK")
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo.run import run_demo
+
+    setup_logging("info", "text")
+    run_demo(args.port)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Which request headers go upstream.
+
+Rules, in order, for every forwarded request:
+- hop-by-hop headers (RFC 9110 7.6.1) and any named in `Connection` are removed;
+- headers the proxy itself sets are removed from what the client sent, whatever their
+  spelling: servers behind us may fold `X_Forwarded_For` or `x.forwarded.for` into
+  `X-Forwarded-For`, so names are compared after folding case, `_` and `.` to `-`;
+- `X-Forwarded-For/Proto/Host` are set; inbound values are kept (and extended) only when
+  the TCP peer is one of the configured trusted proxies;
+- `Host` is the client's (preserve_host) or the upstream's own.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, MutableMapping
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit
+
+from .config import IpNetwork, Settings
+
+Headers = list[tuple[bytes, bytes]]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# The ASGI server already answered `Expect: 100-continue`; the body is on its way.
+REQUEST_ONLY_DROPPED = frozenset({b"expect", b"host"})
+FORWARDED = frozenset(
+    {
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"x-real-ip",
+    }
+)
+
+
+def fold(name: bytes) -> bytes:
+    """The form some servers turn a header name into: lower case, `_` and `.` as `-`."""
+    name = name.lower()
+    if b"_" in name or b"." in name:
+        name = name.replace(b"_", b"-").replace(b".", b"-")
+    return name
+
+
+def connection_tokens(value: bytes) -> set[bytes]:
+    return {fold(token.strip()) for token in value.split(b",") if token.strip()}
+
+
+class ForwardedRequest:
+    """What the forwarder needs to know about one request, computed in one pass."""
+
+    __slots__ = ("chunked", "content_length", "headers", "host", "proto")
+
+    def __init__(self) -> None:
+        self.headers: Headers = []
+        self.host = b""
+        self.proto = b"http"
+        self.content_length: bytes | None = None
+        self.chunked = False
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or (self.content_length not in (None, b"0"))
+
+
+class RequestHeaderRules:
+    def __init__(self, settings: Settings, protected: Iterable[bytes] = ()) -> None:
+        upstream = urlsplit(settings.upstream.url)
+        self.upstream_host = (upstream.netloc or "").encode("latin-1")
+        self.preserve_host = settings.upstream.preserve_host
+        self.trusted_networks: tuple[IpNetwork, ...] = settings.trusted_proxies
+        self.dropped = HOP_BY_HOP | REQUEST_ONLY_DROPPED | {fold(n) for n in protected}
+        self.dropped_untrusted = self.dropped | FORWARDED
+        self._trusted = lru_cache(maxsize=1024)(self._is_trusted)
+
+    def _is_trusted(self, peer: str) -> bool:
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted_networks)
+
+    def upstream_request(self, scope: MutableMapping[str, Any]) -> ForwardedRequest:
+        out = ForwardedRequest()
+        client = scope.get("client")
+        peer = client[0] if client else ""
+        trusted = bool(self.trusted_networks) and self._trusted(peer)
+        dropped = self.dropped if trusted else self.dropped_untrusted
+        raw: Headers = scope["headers"]
+        extra_drop: set[bytes] = set()
+        inbound_xff = inbound_proto = inbound_host = b""
+        for name, value in raw:
+            if name == b"connection":
+                extra_drop |= connection_tokens(value)
+            elif name == b"host":
+                out.host = value
+            elif name == b"content-length":
+                out.content_length = value
+            elif name == b"transfer-encoding":
+                out.chunked = True
+            elif trusted:
+                if name == b"x-forwarded-for":
+                    inbound_xff = value if not inbound_xff else inbound_xff + b", " + value
+                elif name == b"x-forwarded-proto":
+                    inbound_proto = value
+                elif name == b"x-forwarded-host":
+                    inbound_host = value
+        extra_drop -= {b"content-length", b"host"}
+        headers = out.headers
+        for name, value in raw:
+            folded = fold(name) if (b"_" in name or b"." in name) else name
+            if folded in dropped or folded in extra_drop:
+                continue
+            if trusted and folded in FORWARDED and folded != name:
+                continue  # only the canonical spelling is trusted, even from a proxy
+            if trusted and name == b"x-forwarded-for":
+                continue  # re-added below, extended
+            headers.append((name, value))
+        if out.chunked:
+            out.content_length = None
+            headers[:] = [(n, v) for n, v in headers if n != b"content-length"]
+        out.proto = inbound_proto or scope.get("scheme", "http").encode("latin-1")
+        public_host = inbound_host or out.host
+        headers.append(
+            (b"host", out.host if self.preserve_host and out.host else self.upstream_host)
+        )
+        peer_bytes = peer.encode("latin-1")
+        headers.append(
+            (b"x-forwarded-for", inbound_xff + b", " + peer_bytes if inbound_xff else peer_bytes)
+        )
+        if not inbound_proto:
+            headers.append((b"x-forwarded-proto", out.proto))
+        if not inbound_host and out.host:
+            headers.append((b"x-forwarded-host", out.host))
+        out.host = public_host
+        return out

@@ -1,0 +1,181 @@
+"""WebSocket pass-through: the browser's socket on one side, the upstream's on the other.
+
+The handshake is repeated towards the upstream with the browser's headers (less the
+hop-by-hop and handshake ones, which the client library writes itself) and its
+subprotocols; the upstream's choice of subprotocol is what the browser gets. Messages
+and close codes are relayed both ways until one side closes. A refused handshake is
+relayed with the upstream's status when the server supports the ASGI
+`websocket.http.response` extension, otherwise as a close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from websockets import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.asyncio.client import ClientConnection, connect
+
+from .config import Settings
+from .errors import UpstreamError, UpstreamTimeout
+from .headers import RequestHeaderRules
+from .pages import render_error
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("consent_proxy.websocket")
+
+# The client library writes these itself; copies from the browser would be duplicates.
+HANDSHAKE_HEADERS = frozenset(
+    {
+        b"host",
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"sec-websocket-extensions",
+        b"sec-websocket-protocol",
+        b"sec-websocket-accept",
+    }
+)
+MAX_MESSAGE = 16 * 1024 * 1024  # as uvicorn's default on the browser side
+CLOSE_GOING_AWAY = 1001
+CLOSE_INTERNAL_ERROR = 1011
+
+
+class WebSocketForwarder:
+    def __init__(self, settings: Settings, rules: RequestHeaderRules) -> None:
+        url = urlsplit(settings.upstream.url)
+        self.secure = url.scheme == "https"
+        self.host = url.hostname or ""
+        self.port = url.port or (443 if self.secure else 80)
+        self.upstream_netloc = url.netloc
+        self.preserve_host = settings.upstream.preserve_host
+        self.connect_timeout = settings.upstream.timeouts.connect
+        self.rules = rules
+        self.ssl: ssl.SSLContext | None = None
+        if self.secure:
+            self.ssl = ssl.create_default_context(cafile=settings.upstream.ca_file)
+            if not settings.upstream.tls_verify:
+                self.ssl.check_hostname = False
+                self.ssl.verify_mode = ssl.CERT_NONE
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        try:
+            upstream = await self._connect(scope)
+        except InvalidStatus as exc:
+            response = exc.response
+            await self._deny(scope, send, response.status_code, bytes(response.body or b""))
+            return
+        except UpstreamError as exc:
+            log.warning("websocket upstream failed: %s %s", scope["path"], exc.description)
+            body, _ = render_error(scope, exc)
+            await self._deny(scope, send, exc.status, body)
+            return
+        async with upstream:
+            await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+            await _relay(receive, send, upstream)
+
+    async def _connect(self, scope: Scope) -> ClientConnection:
+        request = self.rules.upstream_request(scope)
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in request.headers
+            if name not in HANDSHAKE_HEADERS
+        ]
+        host_header = request.host if self.preserve_host and request.host else b""
+        netloc = host_header.decode("latin-1") or self.upstream_netloc
+        target = scope.get("raw_path") or scope["path"].encode()
+        if scope.get("query_string"):
+            target += b"?" + scope["query_string"]
+        uri = f"{'wss' if self.secure else 'ws'}://{netloc}{target.decode('latin-1')}"
+        try:
+            return await connect(
+                uri,
+                host=self.host,
+                port=self.port,
+                ssl=self.ssl,
+                server_hostname=self.host if self.secure else None,
+                additional_headers=headers,
+                subprotocols=scope.get("subprotocols") or None,
+                compression=None,
+                user_agent_header=None,
+                proxy=None,
+                open_timeout=self.connect_timeout,
+                ping_interval=None,
+                max_size=MAX_MESSAGE,
+            )
+        except InvalidStatus:
+            raise
+        except TimeoutError:
+            raise UpstreamTimeout("the upstream did not accept the WebSocket in time") from None
+        except (OSError, InvalidHandshake, ValueError) as exc:
+            raise UpstreamError(f"cannot open a WebSocket to the upstream: {exc}") from None
+
+    async def _deny(self, scope: Scope, send: Send, status: int, body: bytes) -> None:
+        if "websocket.http.response" in scope.get("extensions", {}):
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": status,
+                    "headers": [(b"content-length", str(len(body)).encode())],
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": CLOSE_INTERNAL_ERROR})
+
+
+async def _relay(receive: Receive, send: Send, upstream: ClientConnection) -> None:
+    to_upstream = asyncio.ensure_future(_browser_to_upstream(receive, upstream))
+    to_browser = asyncio.ensure_future(_upstream_to_browser(send, upstream))
+    try:
+        await asyncio.wait({to_upstream, to_browser}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (to_upstream, to_browser):
+            task.cancel()
+        await asyncio.gather(to_upstream, to_browser, return_exceptions=True)
+
+
+async def _browser_to_upstream(receive: Receive, upstream: ClientConnection) -> None:
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "websocket.receive":
+            text = message.get("text")
+            try:
+                await upstream.send(text if text is not None else message.get("bytes") or b"")
+            except ConnectionClosed:
+                return
+        elif kind == "websocket.disconnect":
+            code = message.get("code", CLOSE_GOING_AWAY)
+            await upstream.close(code if _sendable(code) else CLOSE_GOING_AWAY)
+            return
+
+
+async def _upstream_to_browser(send: Send, upstream: ClientConnection) -> None:
+    try:
+        async for data in upstream:
+            if isinstance(data, str):
+                await send({"type": "websocket.send", "text": data})
+            else:
+                await send({"type": "websocket.send", "bytes": data})
+    except ConnectionClosed:
+        pass
+    code = upstream.close_code
+    code = code if code is not None and _sendable(code) else CLOSE_GOING_AWAY
+    reason = upstream.close_reason or ""
+    await send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+def _sendable(code: int) -> bool:
+    # 1005, 1006 and 1015 describe what happened; they may not be sent in a close frame.
+    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011) or 3000 <= code < 5000
