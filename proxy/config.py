@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 from pydantic_core import ErrorDetails
@@ -67,7 +68,21 @@ def _origin_url(value: str) -> str:
     return value
 
 
+def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    return Path(base) / value if base and not value.is_absolute() else value
+
+
+def _existing_file(value: Path) -> Path:
+    if not value.is_file():
+        raise ValueError(f"file {str(value)!r} does not exist")
+    return value
+
+
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
+# Relative paths are relative to the config file's folder, as an admin reading it expects.
+ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
+ConfigFile = Annotated[Path, AfterValidator(_relative_to_config), AfterValidator(_existing_file)]
 OriginUrl = Annotated[str, AfterValidator(_origin_url)]
 Seconds = Annotated[float, Field(gt=0, le=86400)]
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -77,7 +92,7 @@ class Secret(_Model):
     """A secret read from the environment, a file, or (for development only) inline."""
 
     env: str | None = None
-    file: Path | None = None
+    file: ConfigPath | None = None
     value: SecretStr | None = None
 
     @model_validator(mode="after")
@@ -122,20 +137,158 @@ class UpstreamSettings(_Model):
     url: OriginUrl
     preserve_host: bool = True
     tls_verify: bool = True
-    ca_file: Path | None = None
+    ca_file: ConfigFile | None = None
     timeouts: TimeoutSettings = TimeoutSettings()
     pool: PoolSettings = PoolSettings()
-
-    @model_validator(mode="after")
-    def _ca_exists(self) -> UpstreamSettings:
-        if self.ca_file is not None and not self.ca_file.is_file():
-            raise ValueError(f"ca_file {str(self.ca_file)!r} does not exist")
-        return self
 
 
 class LoggingSettings(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "text", "json"] = "auto"
+
+
+# --- SSO: recognising a completed sign-in -------------------------------------------------
+
+
+def _path(value: str) -> str:
+    if not value.startswith("/") or value.startswith("//") or "?" in value or "#" in value:
+        raise ValueError(f"must be a URL path starting with '/', got {value!r}")
+    return value
+
+
+UrlPath = Annotated[str, AfterValidator(_path)]
+Status = Annotated[int, Field(ge=100, le=599)]
+
+
+class CompletedWhen(_Model):
+    """What the upstream's answer to an accepted sign-in looks like.
+
+    Both conditions must hold when both are given; a response that does not match (the
+    app rejected the assertion, showed an error page...) is not a sign-in.
+    """
+
+    status: tuple[Status, ...] = (302, 303)
+    sets_cookie: str | None = None
+
+
+class SamlEndpoint(_Model):
+    type: Literal["saml"]
+    path: UrlPath
+    idp_certificates: tuple[ConfigFile, ...] = ()
+    idp_metadata: ConfigFile | None = None
+    audience: str
+    destination: str | None = None
+    identity: str = "name_id"
+    email_attribute: str | None = None
+    name_attribute: str | None = None
+    tenant_attribute: str | None = None
+    object_id_attribute: str | None = None
+    attributes: tuple[str, ...] = ()
+    completed_when: CompletedWhen = CompletedWhen()
+
+    @model_validator(mode="after")
+    def _some_certificate(self) -> SamlEndpoint:
+        if not self.idp_certificates and self.idp_metadata is None:
+            raise ValueError(
+                "give idp_certificates (PEM files) or idp_metadata: signatures are "
+                "checked against the IdP's certificate only"
+            )
+        return self
+
+
+# Only public-key algorithms: "none" and HMAC (which would turn a public key into a secret)
+# are not accepted, whatever the token's header says.
+AsymmetricAlgorithm = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
+]
+
+
+class OidcEndpoint(_Model):
+    type: Literal["oidc"]
+    path: UrlPath
+    issuer: HttpUrl
+    audience: str
+    discovery_url: HttpUrl | None = None
+    jwks_url: HttpUrl | None = None
+    ca_file: ConfigFile | None = None
+    algorithms: tuple[AsymmetricAlgorithm, ...] = ("RS256", "ES256", "PS256")
+    identity_claim: str = "email"
+    name_claim: str = "name"
+    attributes: tuple[str, ...] = ()
+    completed_when: CompletedWhen = CompletedWhen()
+
+
+class UpstreamIdentityEndpoint(_Model):
+    """The upstream itself says who signed in: a response header, or a who-am-I endpoint."""
+
+    type: Literal["upstream"]
+    path: UrlPath
+    header: str | None = None
+    whoami_path: UrlPath | None = None
+    user_pointer: str = "/email"
+    name_pointer: str | None = None
+    tenant_pointer: str | None = None
+    object_id_pointer: str | None = None
+    attribute_pointers: dict[str, str] = {}
+    completed_when: CompletedWhen = CompletedWhen()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> UpstreamIdentityEndpoint:
+        if (self.header is None) == (self.whoami_path is None):
+            raise ValueError("give exactly one of header or whoami_path")
+        for pointer in (self.user_pointer, self.name_pointer, *self.attribute_pointers.values()):
+            if pointer is not None and pointer and not pointer.startswith("/"):
+                raise ValueError(f"JSON pointers start with '/', got {pointer!r}")
+        return self
+
+
+SsoEndpoint = Annotated[
+    SamlEndpoint | OidcEndpoint | UpstreamIdentityEndpoint, Field(discriminator="type")
+]
+
+
+class SsoSettings(_Model):
+    endpoints: tuple[SsoEndpoint, ...] = ()
+    logout_paths: tuple[UrlPath, ...] = ()
+    clock_skew: Annotated[float, Field(ge=0, le=3600)] = 120.0
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+
+    @model_validator(mode="after")
+    def _distinct_paths(self) -> SsoSettings:
+        paths = [e.path for e in self.endpoints]
+        repeated = sorted({p for p in paths if paths.count(p) > 1})
+        if repeated:
+            raise ValueError(
+                f"each endpoint path may be watched once; repeated: {', '.join(repeated)}"
+            )
+        return self
+
+
+# --- the proxy's own session ---------------------------------------------------------------
+
+
+class SessionSettings(_Model):
+    cookie_name: str = "consent_proxy"
+    cookie_domain: str | None = None
+    cookie_path: str = "/"
+    cookie_secure: bool = True
+    lifetime: Annotated[float, Field(gt=60, le=90 * 86400)] = 8 * 3600.0
+    secrets: tuple[Secret, ...] = ()
+    upstream_cookie: str | None = None
+
+    @model_validator(mode="after")
+    def _cookie_name(self) -> SessionSettings:
+        if not self.cookie_name or any(c in self.cookie_name for c in ' ;,="\\'):
+            raise ValueError(f"cookie_name must be a plain token, got {self.cookie_name!r}")
+        return self
+
+
+class SqliteStore(_Model):
+    type: Literal["sqlite"] = "sqlite"
+    path: ConfigPath = Path("consent-proxy.sqlite3")
+
+
+StoreSettings = Annotated[SqliteStore, Field(discriminator="type")]
 
 
 class Settings(_Model):
@@ -144,6 +297,23 @@ class Settings(_Model):
     public_url: OriginUrl | None = None
     trusted_proxies: tuple[IpNetwork, ...] = ()
     logging: LoggingSettings = LoggingSettings()
+    sso: SsoSettings = SsoSettings()
+    session: SessionSettings = SessionSettings()
+    store: StoreSettings = SqliteStore()
+
+    @model_validator(mode="after")
+    def _session_for_sso(self) -> Settings:
+        if self.sso.endpoints and not self.session.secrets:
+            raise ValueError(
+                "session.secrets: at least one secret is needed to sign session cookies "
+                "when sso.endpoints are watched (e.g. {env: CONSENT_PROXY_SESSION_SECRET})"
+            )
+        if self.sso.endpoints and not self.session.upstream_cookie:
+            raise ValueError(
+                "session.upstream_cookie: name the app's own session cookie; the proxy "
+                "session is bound to it and ends when it changes"
+            )
+        return self
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -197,20 +367,23 @@ def load_settings(path: Path | str | None = None) -> Settings:
         path = os.environ.get(CONFIG_ENV)
         if not path:
             raise ConfigError([f"no config file given: pass --config or set {CONFIG_ENV}"])
-    return settings_from_data(read_yaml_file(path), str(path))
+    data = read_yaml_file(path)
+    return settings_from_data(data, str(path), base_dir=Path(path).resolve().parent)
 
 
-def settings_from_data(data: Any, source: str = "configuration") -> Settings:
+def settings_from_data(
+    data: Any, source: str = "configuration", base_dir: Path | None = None
+) -> Settings:
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(["the top level must be a mapping of option: value"], source)
-    return validate_model(Settings, data, source)
+    return validate_model(Settings, data, source, base_dir)
 
 
-def validate_model(model: type[M], data: Any, source: str) -> M:
+def validate_model(model: type[M], data: Any, source: str, base_dir: Path | None = None) -> M:
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise ConfigError(describe_errors(model, exc.errors()), source) from None
 
@@ -218,67 +391,95 @@ def validate_model(model: type[M], data: Any, source: str) -> M:
 def describe_errors(model: type[BaseModel], errors: list[ErrorDetails]) -> list[str]:
     lines: list[str] = []
     for err in errors:
-        line = f"{yaml_path(err['loc'])}: {_explain(model, err)}"
+        where, why = yaml_path(model, err["loc"]), _explain(model, err)
+        line = f"{where}: {why}"
+        if where == "(top level)" and why.split(": ", 1)[0].replace(".", "").isidentifier():
+            line = why  # a cross-field rule names its own path
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            line = f"{yaml_path(model, (*err['loc'], 'type'))}: {_explain(model, err)}"
         if line not in lines:
             lines.append(line)
     return lines
 
 
-def yaml_path(loc: tuple[int | str, ...]) -> str:
+def yaml_path(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """The path an admin sees in the file: pydantic's union tags left out."""
     out = ""
-    for part in loc:
+    current: Any = model
+    for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif not _is_type_tag(part):
-            out += f".{part}" if out else str(part)
+            current = _item_type(current)
+            continue
+        field_type = _field_type(current, part)
+        if field_type is None:
+            member = _tagged_member(current, part)
+            if member is not current or i < len(loc) - 1 or not _models_in(current):
+                current = member  # a union tag or member name, not a key in the file
+                continue
+        out += f".{part}" if out else part
+        current = field_type
     return out or "(top level)"
 
 
-def _is_type_tag(part: str) -> bool:
-    # pydantic adds union member names ("IPv4Network", "function-after[...]") to locations.
-    return part[:1].isupper() or "[" in part
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in getattr(annotation, "__args__", ()) + tuple(getattr(annotation, "__metadata__", ())):
+        found.extend(_models_in(arg))
+    return found
+
+
+def _field_type(annotation: Any, name: str) -> Any:
+    for model in _models_in(annotation):
+        if name in model.model_fields:
+            return model.model_fields[name].annotation
+    return None
+
+
+def _item_type(annotation: Any) -> Any:
+    args = [a for a in getattr(annotation, "__args__", ()) if a is not Ellipsis]
+    return args[-1] if args else None
+
+
+def _tagged_member(annotation: Any, tag: str) -> Any:
+    for model in _models_in(annotation):
+        field = model.model_fields.get("type")
+        if field is not None and tag in getattr(field.annotation, "__args__", ()):
+            return model
+    return annotation
 
 
 def _explain(model: type[BaseModel], err: ErrorDetails) -> str:
     kind, given = err["type"], err.get("input")
+    ctx = err.get("ctx", {})
     if kind == "extra_forbidden":
         allowed = _allowed_keys(model, err["loc"][:-1])
         hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
         return f"unknown key{hint}"
     if kind == "missing":
         return "is required"
+    if kind == "union_tag_invalid":
+        return f"must be one of {ctx.get('expected_tags')}, got {ctx.get('tag')!r}"
+    if kind == "union_tag_not_found":
+        return "is required: it says which kind of entry this is"
     if kind in ("value_error", "assertion_error"):
         return str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if kind in ("ip_v4_network", "ip_v6_network", "ip_any_network"):
         return f"must be an IP address or CIDR network such as 10.0.0.0/8, got {given!r}"
-    if kind == "model_type" or kind == "dict_type":
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
         return f"must be a mapping of option: value, got {type(given).__name__}"
-    if kind == "literal_error":
-        return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {given!r}"
-    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {given!r}"
+    msg = str(err["msg"])
+    return f"{msg[0].lower()}{msg[1:]}, got {given!r}"
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
     current: Any = model
     for part in loc:
-        if isinstance(part, int) or not (
-            isinstance(current, type) and issubclass(current, BaseModel)
-        ):
-            continue
-        field = current.model_fields.get(part)
-        if field is None:
-            return []
-        current = _model_in(field.annotation)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return []
-
-
-def _model_in(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
+        if isinstance(part, int):
+            current = _item_type(current)
+        else:
+            current = _field_type(current, part) or _tagged_member(current, part)
+    models = _models_in(current)
+    return list(models[0].model_fields) if len(models) == 1 else []

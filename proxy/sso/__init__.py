@@ -1,0 +1,41 @@
+"""Recognising a completed SSO sign-in, and who it was for.
+
+Each kind of evidence has its own module: `saml` (a signed SAML Response posted to the
+app's ACS endpoint), `oidc` (an id_token posted to the app's callback), `asserted` (the
+upstream app itself says who signed in). Each produces the same `SignIn`, or raises
+`SignInRejected` with a reason for the log. The proxy never answers for the app: a
+rejected assertion is forwarded unchanged and the app decides for itself; it only means
+the proxy learns nothing from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..errors import ConsentProxyError
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    """Who signed in, as far as a verified assertion (or the upstream) says."""
+
+    subject: str
+    email: str | None = None
+    name: str | None = None
+    tenant_id: str | None = None
+    object_id: str | None = None
+    attributes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    method: str = ""  # "saml", "oidc", "upstream-header", "upstream-whoami"
+    issuer: str = ""
+    # An identifier to accept only once (SAML assertion ID, id_token jti), and until when.
+    replay_key: str | None = None
+    replay_until: float | None = None
+
+
+class SignInRejected(ConsentProxyError):
+    """The assertion is not a sign-in the proxy can trust; `description` says why."""
+
+    code = "sign_in_rejected"
+    status = 400
+    title = "Sign-in not recognised"
