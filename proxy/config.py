@@ -288,7 +288,7 @@ class SqliteStore(_Model):
     path: ConfigPath = Path("consent-proxy.sqlite3")
 
 
-StoreSettings = Annotated[SqliteStore, Field(discriminator="type")]
+StoreSettings = SqliteStore
 
 
 class Settings(_Model):

@@ -100,24 +100,24 @@ class ProxyProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ProxyProcess:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "proxy.cli",
-                "run",
-                "--config",
-                str(self.config_path),
-                "--port",
-                str(self.port),
-                "--log-level",
-                "debug",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-        )
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "proxy.cli",
+                    "run",
+                    "--config",
+                    str(self.config_path),
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "debug",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+            )
         wait_for_port(self.port, proc=self.proc)
         return self
 

@@ -1,0 +1,326 @@
+"""The proxy's own session: a signed cookie naming a record in the store, bound to the
+upstream app's session cookie.
+
+- The cookie holds only a random session id, signed with itsdangerous (the first secret
+  in `session.secrets` signs, all of them verify, so keys rotate without logging anyone
+  out). HttpOnly, SameSite=Lax, Secure unless configured off for plain-HTTP localhost.
+- The record holds who signed in (from a verified SignIn) and a keyed hash of the
+  upstream's session cookie at that moment. A request whose upstream cookie does not hash
+  to it — changed, missing — ends the proxy session; so does a response in which the
+  upstream changes or clears its cookie, and a request to a configured logout path. A
+  browser can never carry user A's proxy session into user B's upstream session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import asdict, dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from .config import SessionSettings, SsoSettings
+from .sso import SignIn
+from .store import Store, StoreError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("consent_proxy.session")
+
+NAMESPACE = "session"
+STATE_KEY = "consent_proxy"
+SALT = "consent-proxy.session"
+
+
+@dataclass(slots=True)
+class Session:
+    id: str
+    user_key: str
+    subject: str
+    email: str | None
+    name: str | None
+    tenant_id: str | None
+    object_id: str | None
+    attributes: dict[str, list[str]]
+    method: str
+    issuer: str
+    created: float
+    expires: float
+    binding: str
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Session | None:
+        try:
+            return cls(**json.loads(raw))
+        except (ValueError, TypeError):
+            return None
+
+
+def user_key(sign_in: SignIn) -> str:
+    """Who a user is across sign-ins: tenant + object id when known (Microsoft's own
+    key), otherwise a hash of issuer and subject; never an email alone."""
+    if sign_in.tenant_id and sign_in.object_id:
+        return f"{sign_in.tenant_id.lower()}.{sign_in.object_id.lower()}"
+    digest = hashlib.sha256(f"{sign_in.issuer}\0{sign_in.subject}".encode()).hexdigest()
+    return f"sub.{digest[:40]}"
+
+
+@dataclass(slots=True)
+class RequestState:
+    """What the proxy knows about one request; shared by the middlewares in scope."""
+
+    session: Session | None = None  # a live, bound session: the only one to act on
+    sign_in: SignIn | None = None  # set by the sign-in watcher when one completes
+    end_reason: str | None = None
+    stale: Session | None = None  # a session this browser carried that must end
+
+
+def request_state(scope: Scope) -> RequestState:
+    state = scope.get(STATE_KEY)
+    if not isinstance(state, RequestState):
+        state = RequestState()
+        scope[STATE_KEY] = state
+    return state
+
+
+class SessionCookie:
+    """Signing, verifying and writing the proxy's cookie; hashing the upstream's."""
+
+    def __init__(self, settings: SessionSettings) -> None:
+        self.settings = settings
+        keys = [s.reveal() for s in settings.secrets] or [secrets.token_urlsafe(32)]
+        # itsdangerous signs with the last key and verifies with all.
+        self._serializer = URLSafeTimedSerializer(list(reversed(keys)), salt=SALT)
+        self._binding_keys = [
+            hmac.new(k.encode(), b"upstream-binding", "sha256").digest() for k in keys
+        ]
+
+    def sign(self, session_id: str) -> str:
+        return self._serializer.dumps(session_id)
+
+    def unsign(self, value: str) -> str | None:
+        try:
+            session_id = self._serializer.loads(value, max_age=int(self.settings.lifetime))
+        except BadSignature:
+            return None
+        return session_id if isinstance(session_id, str) else None
+
+    def bind(self, upstream_value: str) -> str:
+        return hmac.new(self._binding_keys[0], upstream_value.encode(), "sha256").hexdigest()
+
+    def bound(self, binding: str, upstream_value: str | None) -> bool:
+        if not upstream_value:
+            return False
+        return any(
+            hmac.compare_digest(binding, hmac.new(k, upstream_value.encode(), "sha256").hexdigest())
+            for k in self._binding_keys
+        )
+
+    def header(self, value: str, max_age: int) -> tuple[bytes, bytes]:
+        s = self.settings
+        parts = [f"{s.cookie_name}={value}", f"Path={s.cookie_path}", f"Max-Age={max_age}"]
+        if s.cookie_domain:
+            parts.append(f"Domain={s.cookie_domain}")
+        if s.cookie_secure:
+            parts.append("Secure")
+        parts += ["HttpOnly", "SameSite=Lax"]
+        return b"set-cookie", "; ".join(parts).encode("latin-1")
+
+    def clearing_header(self) -> tuple[bytes, bytes]:
+        return self.header("", 0)
+
+
+def request_cookies(scope: Scope) -> dict[str, str]:
+    """The Cookie header(s) as a dict; the first of a repeated name wins, as in browsers'
+    most-specific-path-first order."""
+    found: dict[str, str] = {}
+    for name, value in scope.get("headers", ()):
+        if name != b"cookie":
+            continue
+        for pair in value.decode("latin-1").split(";"):
+            key, sep, val = pair.strip().partition("=")
+            if sep and key and key not in found:
+                found[key] = val.strip().strip('"')
+    return found
+
+
+def upstream_cookie_change(
+    headers: list[tuple[bytes, bytes]], name: str
+) -> tuple[bool, str | None]:
+    """Whether the response sets cookie `name`, and its new value (None when cleared)."""
+    changed, current = False, None
+    prefix = name.encode("latin-1") + b"="
+    for header, value in headers:
+        if header != b"set-cookie" or not value.startswith(prefix):
+            continue
+        changed = True
+        cookie = value.decode("latin-1")
+        parts = [p.strip() for p in cookie.split(";")]
+        current = parts[0][len(name) + 1 :].strip('"') or None
+        if current is not None and _expired(parts[1:]):
+            current = None
+    return changed, current
+
+
+def _expired(attributes: list[str]) -> bool:
+    for attr in attributes:
+        key, _, val = attr.partition("=")
+        key = key.strip().lower()
+        if key == "max-age":
+            try:
+                return int(val.strip()) <= 0
+            except ValueError:
+                return False
+        if key == "expires":
+            try:
+                return parsedate_to_datetime(val.strip()).timestamp() <= time.time()
+            except (TypeError, ValueError):
+                return False
+    return False
+
+
+class SessionMiddleware:
+    """Resolve the browser's proxy session; create, keep or end it as the response says."""
+
+    def __init__(
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        settings: SessionSettings,
+        sso: SsoSettings,
+        store: Store,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.store = store
+        self.cookie = SessionCookie(settings)
+        self.upstream_cookie = settings.upstream_cookie or ""
+        self.logout_paths = frozenset(sso.logout_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        state = request_state(scope)
+        cookies = request_cookies(scope)
+        ours = cookies.get(self.settings.cookie_name)
+        upstream_value = cookies.get(self.upstream_cookie)
+        if ours is not None:
+            await self._resume(state, ours, upstream_value)
+        if scope["path"] in self.logout_paths and (state.session or ours):
+            state.end_reason = "logout path"
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await self._on_response(state, message, upstream_value, had_cookie=ours is not None)
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+    async def _resume(self, state: RequestState, cookie: str, upstream_value: str | None) -> None:
+        session_id = self.cookie.unsign(cookie)
+        if session_id is None:
+            state.end_reason = "invalid or expired session cookie"
+            return
+        try:
+            raw = await self.store.get(NAMESPACE, session_id)
+        except StoreError as exc:
+            log.warning("session lookup failed, forwarding without identity: %s", exc.description)
+            return
+        session = Session.decode(raw) if raw is not None else None
+        if session is None or session.id != session_id:
+            state.end_reason = "session not found"
+        elif not self.cookie.bound(session.binding, upstream_value):
+            state.end_reason = "upstream session changed"
+            state.stale = session
+        else:
+            state.session = session
+
+    async def _on_response(
+        self, state: RequestState, message: Message, upstream_value: str | None, had_cookie: bool
+    ) -> None:
+        headers: list[tuple[bytes, bytes]] = list(message.get("headers", ()))
+        changed, new_value = upstream_cookie_change(headers, self.upstream_cookie)
+        current_upstream = new_value if changed else upstream_value
+        if state.sign_in is not None:
+            await self._start(state, state.sign_in, current_upstream, headers)
+        else:
+            if state.session is not None and state.end_reason is None and changed:
+                state.end_reason = (
+                    "upstream session cleared" if new_value is None else "upstream session replaced"
+                )
+            if state.end_reason is not None and had_cookie:
+                await self._end(state)
+                headers.append(self.cookie.clearing_header())
+        message["headers"] = headers
+
+    async def _start(
+        self,
+        state: RequestState,
+        sign_in: SignIn,
+        upstream_value: str | None,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        if state.session is not None or state.stale is not None:
+            await self._end(state, "a new sign-in")
+        if not upstream_value:
+            log.warning(
+                "sign-in recognised but the upstream set no %r cookie to bind to: no proxy session",
+                self.upstream_cookie,
+            )
+            return
+        now = time.time()
+        session = Session(
+            id=secrets.token_urlsafe(32),
+            user_key=user_key(sign_in),
+            subject=sign_in.subject,
+            email=sign_in.email,
+            name=sign_in.name,
+            tenant_id=sign_in.tenant_id,
+            object_id=sign_in.object_id,
+            attributes={k: list(v) for k, v in sign_in.attributes.items()},
+            method=sign_in.method,
+            issuer=sign_in.issuer,
+            created=now,
+            expires=now + self.settings.lifetime,
+            binding=self.cookie.bind(upstream_value),
+        )
+        try:
+            await self.store.put(
+                NAMESPACE, session.id, session.encode(), ttl=self.settings.lifetime
+            )
+        except StoreError as exc:
+            log.error("could not store the new session: %s", exc.description)
+            return
+        state.session = session
+        headers.append(
+            self.cookie.header(self.cookie.sign(session.id), int(self.settings.lifetime))
+        )
+        log.info("session started for user %s (%s)", session.user_key, session.method)
+
+    async def _end(self, state: RequestState, reason: str | None = None) -> None:
+        session = state.session or state.stale
+        state.session = state.stale = None
+        if session is None:
+            log.info("session cookie dropped: %s", reason or state.end_reason)
+            return
+        try:
+            await self.store.delete(NAMESPACE, session.id)
+        except StoreError as exc:
+            log.warning("could not delete session: %s", exc.description)
+        log.info("session ended for user %s: %s", session.user_key, reason or state.end_reason)

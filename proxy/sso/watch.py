@@ -1,0 +1,282 @@
+"""The sign-in watcher: an ASGI middleware on the app's SSO endpoints.
+
+On a watched path it keeps a copy of the POSTed form (up to `sso.max_body_bytes`; the
+upstream still receives every byte, unchanged, streamed as it came), starts verifying the
+assertion while the upstream works, and looks at the upstream's answer: only a response
+that matches `completed_when` (the app accepted the sign-in) AND a verified assertion
+make a sign-in, recorded in the request state for the session middleware. Anything
+else — a bad signature, a replay, an oversized body, an app that said no — is logged
+with its reason and changes nothing for the user: the app decides for itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+import httpx
+
+from ..config import (
+    CompletedWhen,
+    OidcEndpoint,
+    SamlEndpoint,
+    Settings,
+    SsoEndpoint,
+    UpstreamIdentityEndpoint,
+)
+from ..session import request_cookies, request_state, upstream_cookie_change
+from ..store import Store, StoreError
+from . import SignIn, SignInRejected
+from .asserted import sign_in_from_header, sign_in_from_whoami
+
+if TYPE_CHECKING:
+    from .oidc import OidcVerifier
+    from .saml import SamlVerifier
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("consent_proxy.sso")
+
+REPLAY_NAMESPACE = "sso-replay"
+FORM_FIELDS = {"saml": "SAMLResponse", "oidc": "id_token"}
+
+
+def completed(rule: CompletedWhen, message: Message) -> bool:
+    if message.get("status") not in rule.status:
+        return False
+    if rule.sets_cookie is None:
+        return True
+    changed, value = upstream_cookie_change(list(message.get("headers", ())), rule.sets_cookie)
+    return changed and value is not None
+
+
+class BufferedBody:
+    """Replays what was read ahead, then hands on to the server's receive."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.chunks: list[Message] = []
+        self.size = 0
+        self.complete = False
+
+    async def read_ahead(self, limit: int) -> None:
+        while self.size <= limit:
+            message = await self._receive()
+            self.chunks.append(message)
+            if message["type"] != "http.request":
+                return
+            self.size += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                self.complete = True
+                return
+
+    def body(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.chunks if m["type"] == "http.request")
+
+    async def receive(self) -> Message:
+        if self.chunks:
+            return self.chunks.pop(0)
+        return await self._receive()
+
+
+class SignInWatcher:
+    def __init__(self, app: App, settings: Settings, store: Store) -> None:
+        self.app = app
+        self.settings = settings
+        self.store = store
+        self.endpoints: dict[str, SsoEndpoint] = {e.path: e for e in settings.sso.endpoints}
+        self.saml: dict[str, SamlVerifier] = {}
+        saml = [e for e in settings.sso.endpoints if isinstance(e, SamlEndpoint)]
+        if saml:  # signxml and lxml are loaded only where SAML is watched
+            from .saml import SamlVerifier
+
+            self.saml = {e.path: SamlVerifier(e, settings.sso.clock_skew) for e in saml}
+        self.oidc: dict[str, OidcVerifier] = {}
+        self._clients: list[httpx.AsyncClient] = []
+        self._upstream_client: httpx.AsyncClient | None = None
+
+    def _oidc_verifier(self, endpoint: OidcEndpoint) -> OidcVerifier:
+        verifier = self.oidc.get(endpoint.path)
+        if verifier is None:  # clients are bound to the running loop: make them there
+            from .oidc import OidcVerifier, http_client_for
+
+            client = http_client_for(endpoint)
+            self._clients.append(client)
+            verifier = self.oidc[endpoint.path] = OidcVerifier(
+                endpoint, self.settings.sso.clock_skew, client
+            )
+        return verifier
+
+    def _whoami_client(self) -> httpx.AsyncClient:
+        if self._upstream_client is None:
+            upstream = self.settings.upstream
+            self._upstream_client = httpx.AsyncClient(
+                base_url=upstream.url,
+                verify=str(upstream.ca_file) if upstream.ca_file else upstream.tls_verify,
+                timeout=upstream.timeouts.read,
+                trust_env=False,
+            )
+        return self._upstream_client
+
+    async def aclose(self) -> None:
+        for client in [*self._clients, *([self._upstream_client] if self._upstream_client else [])]:
+            await client.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self.endpoints.get(scope["path"]) if scope["type"] == "http" else None
+        if endpoint is None:
+            await self.app(scope, receive, send)
+            return
+        if isinstance(endpoint, UpstreamIdentityEndpoint):
+            await self._watch_asserted(endpoint, scope, receive, send)
+        else:
+            await self._watch_posted(endpoint, scope, receive, send)
+
+    # --- SAML / OIDC form_post ---------------------------------------------------------------
+
+    async def _watch_posted(
+        self, endpoint: SamlEndpoint | OidcEndpoint, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        if scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        buffered = BufferedBody(receive)
+        limit = self.settings.sso.max_body_bytes
+        await buffered.read_ahead(limit)
+        verification: asyncio.Future[SignIn | None] | None = None
+        if not buffered.complete:
+            _rejected(endpoint, f"body larger than sso.max_body_bytes ({limit}) or incomplete")
+        else:
+            verification = asyncio.ensure_future(
+                self._verify_form(endpoint, scope, buffered.body())
+            )
+        state = request_state(scope)
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start" and verification is not None:
+                if completed(endpoint.completed_when, message):
+                    state.sign_in = await verification
+                else:
+                    verification.cancel()
+                    log.info(
+                        "no sign-in at %s: the upstream answered %s, not a completed sign-in",
+                        endpoint.path,
+                        message.get("status"),
+                    )
+            await send(message)
+
+        try:
+            await self.app(scope, buffered.receive, watch)
+        finally:
+            if verification is not None and not verification.done():
+                verification.cancel()
+
+    async def _verify_form(
+        self, endpoint: SamlEndpoint | OidcEndpoint, scope: Scope, body: bytes
+    ) -> SignIn | None:
+        try:
+            value = _form_field(scope, body, FORM_FIELDS[endpoint.type])
+            if isinstance(endpoint, SamlEndpoint):
+                # Signature checks are CPU work: keep them off the event loop.
+                sign_in = await asyncio.to_thread(self.saml[endpoint.path].verify, value)
+            else:
+                sign_in = await self._oidc_verifier(endpoint).verify(value)
+            await self._check_replay(sign_in)
+        except SignInRejected as exc:
+            _rejected(endpoint, exc.description)
+            return None
+        return sign_in
+
+    async def _check_replay(self, sign_in: SignIn) -> None:
+        if sign_in.replay_key is None:
+            return
+        ttl = max((sign_in.replay_until or 0) - time.time(), 0) + self.settings.sso.clock_skew + 60
+        key = f"{sign_in.method}:{sign_in.issuer}:{sign_in.replay_key}"
+        try:
+            fresh = await self.store.add(REPLAY_NAMESPACE, key, b"1", ttl=ttl)
+        except StoreError as exc:
+            raise SignInRejected(
+                f"replay check impossible, store unavailable: {exc.description}"
+            ) from None
+        if not fresh:
+            raise SignInRejected("assertion already used (replay)")
+
+    # --- identity from the upstream -----------------------------------------------------------
+
+    async def _watch_asserted(
+        self, endpoint: UpstreamIdentityEndpoint, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        state = request_state(scope)
+        header = endpoint.header.lower().encode("latin-1") if endpoint.header else None
+        cookies = request_cookies(scope)
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                asserted = [v for n, v in headers if n.lower() == header] if header else []
+                if header:
+                    message["headers"] = [(n, v) for n, v in headers if n.lower() != header]
+                if completed(endpoint.completed_when, message):
+                    state.sign_in = await self._asserted(
+                        endpoint, scope, headers, asserted, cookies
+                    )
+            await send(message)
+
+        await self.app(scope, receive, watch)
+
+    async def _asserted(
+        self,
+        endpoint: UpstreamIdentityEndpoint,
+        scope: Scope,
+        headers: list[tuple[bytes, bytes]],
+        asserted: list[bytes],
+        cookies: dict[str, str],
+    ) -> SignIn | None:
+        try:
+            if endpoint.header:
+                if len(asserted) != 1:
+                    raise SignInRejected(
+                        f"expected one {endpoint.header} header, got {len(asserted)}"
+                    )
+                return sign_in_from_header(endpoint, asserted[0])
+            cookie_name = self.settings.session.upstream_cookie or ""
+            changed, value = upstream_cookie_change(headers, cookie_name)
+            value = value if changed else cookies.get(cookie_name)
+            if not value:
+                raise SignInRejected(f"no {cookie_name!r} cookie to ask who-am-I with")
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1") or None
+            return await sign_in_from_whoami(
+                endpoint, self._whoami_client(), cookie_name, value, host
+            )
+        except SignInRejected as exc:
+            _rejected(endpoint, exc.description)
+            return None
+
+
+def _form_field(scope: Scope, body: bytes, name: str) -> str:
+    content_type = b""
+    for header, value in scope["headers"]:
+        if header == b"content-type":
+            content_type = value.split(b";")[0].strip().lower()
+    if content_type != b"application/x-www-form-urlencoded":
+        raise SignInRejected(f"not a form post (content type {content_type.decode('latin-1')!r})")
+    try:
+        fields = parse_qs(body.decode("ascii"), strict_parsing=False, max_num_fields=100)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise SignInRejected(f"form body cannot be read: {exc}") from None
+    values = fields.get(name, [])
+    if len(values) != 1:
+        raise SignInRejected(f"expected one {name} field, got {len(values)}")
+    return values[0]
+
+
+def _rejected(endpoint: SsoEndpoint, reason: str) -> None:
+    log.warning("sign-in not recognised at %s (%s): %s", endpoint.path, endpoint.type, reason)
