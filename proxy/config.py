@@ -44,6 +44,7 @@ DEFAULT_POOL_TIMEOUT = 5.0
 DEFAULT_MAX_CONNECTIONS = 512
 DEFAULT_MAX_IDLE = 128
 DEFAULT_IDLE_TIMEOUT = 30.0
+MIN_SECRET_LENGTH = 32
 
 
 class _Model(BaseModel):
@@ -275,6 +276,16 @@ class SessionSettings(_Model):
     lifetime: Annotated[float, Field(gt=60, le=90 * 86400)] = 8 * 3600.0
     secrets: tuple[Secret, ...] = ()
     upstream_cookie: str | None = None
+
+    @model_validator(mode="after")
+    def _strong_secrets(self) -> SessionSettings:
+        for secret in self.secrets:
+            if len(secret.reveal()) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"each secret must be at least {MIN_SECRET_LENGTH} characters "
+                    "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _cookie_name(self) -> SessionSettings:
