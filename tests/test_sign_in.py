@@ -1,0 +1,222 @@
+"""Sign-ins recognised end to end: browser -> proxy (uvicorn process) -> app, with
+assertions really signed by the demo IdP and really verified by the proxy."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from proxy.demo.idp import (
+    EMAIL_ATTRIBUTE,
+    GROUPS_ATTRIBUTE,
+    NAME_ATTRIBUTE,
+    OBJECT_ID_ATTRIBUTE,
+    TENANT_ATTRIBUTE,
+    DemoIdentityProvider,
+)
+
+from . import saml_forge as forge
+from .servers import ProxyProcess, ThreadServer, running
+from .sso_app import SsoApp
+
+SECRET = "a-test-session-secret-that-is-long-enough-0001"
+IDP_ENTITY = "https://idp.demo.example/metadata"
+AUDIENCE = "https://app.example.com/saml/metadata"
+
+
+class Harness:
+    def __init__(
+        self, app: SsoApp, proxy: ProxyProcess, idp: DemoIdentityProvider, acs: str
+    ) -> None:
+        self.app, self.proxy, self.idp, self.acs = app, proxy, idp, acs
+
+    def post(self, saml_response: str, relay_state: str = "/home", **params: str) -> httpx.Response:
+        body = {"SAMLResponse": saml_response, "RelayState": relay_state}
+        return httpx.post(f"{self.proxy.url}/saml/acs", data=body, params=params)
+
+    def response(self, user: str = "alice", **kwargs: Any) -> str:
+        return self.idp.response(user, audience=AUDIENCE, acs_url=self.acs, **kwargs)
+
+    def sessions(self) -> list[dict[str, Any]]:
+        conn = sqlite3.connect(self.proxy.config_path.parent / "store.sqlite3")
+        try:
+            rows = conn.execute("SELECT value FROM kv WHERE namespace = 'session'").fetchall()
+        finally:
+            conn.close()
+        return [json.loads(row[0]) for row in rows]
+
+    def received_unchanged(self, response: httpx.Response) -> bool:
+        digest = hashlib.sha256(response.request.content).hexdigest()
+        return self.app.bodies.get("/saml/acs", [])[-1:] == [digest]
+
+
+@pytest.fixture(scope="module")
+def saml(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    work = tmp_path_factory.mktemp("saml")
+    app = SsoApp()
+    with running(ThreadServer(app.app())) as upstream:
+        proxy = ProxyProcess({}, work)
+        acs = f"{proxy.url}/saml/acs"
+        idp = DemoIdentityProvider(IDP_ENTITY, allowed_acs_urls=[acs])
+        config = {
+            "upstream": {"url": upstream.url},
+            "session": {
+                "secrets": [{"value": SECRET}],
+                "upstream_cookie": "app_session",
+                "cookie_secure": False,
+            },
+            "store": {"path": str(work / "store.sqlite3")},
+            "sso": {
+                "max_body_bytes": 64 * 1024,
+                "endpoints": [
+                    {
+                        "type": "saml",
+                        "path": "/saml/acs",
+                        "idp_certificates": [str(idp.write_certificate(work / "idp.pem"))],
+                        "audience": AUDIENCE,
+                        "destination": acs,
+                        "email_attribute": EMAIL_ATTRIBUTE,
+                        "name_attribute": NAME_ATTRIBUTE,
+                        "tenant_attribute": TENANT_ATTRIBUTE,
+                        "object_id_attribute": OBJECT_ID_ATTRIBUTE,
+                        "attributes": [GROUPS_ATTRIBUTE],
+                    }
+                ],
+            },
+        }
+        proxy.config_path.write_text(json.dumps(config))
+        with running(proxy):
+            yield Harness(app, proxy, idp, acs)
+
+
+def has_proxy_cookie(response: httpx.Response) -> bool:
+    return any(
+        h.startswith("consent_proxy=") and "Max-Age=0" not in h
+        for h in response.headers.get_list("set-cookie")
+    )
+
+
+def test_saml_sign_in_starts_a_session(saml: Harness) -> None:
+    response = saml.post(saml.response("alice"))
+    assert response.status_code == 303
+    assert response.headers["location"] == "/home"
+    assert has_proxy_cookie(response)
+    assert saml.received_unchanged(response)
+    [session] = [s for s in saml.sessions() if s["email"] == "alice@contoso.example"]
+    assert session["method"] == "saml"
+    assert session["name"] == "Alice Johnson"
+    assert session["tenant_id"] and session["object_id"]
+    assert session["user_key"] == f"{session['tenant_id']}.{session['object_id']}"
+    assert session["attributes"][GROUPS_ATTRIBUTE]
+
+
+def test_signed_response_rather_than_assertion(saml: Harness) -> None:
+    response = saml.post(saml.response("bob", sign="response"))
+    assert has_proxy_cookie(response)
+
+
+def test_replayed_assertion_is_not_a_sign_in(saml: Harness) -> None:
+    once = saml.response("carol")
+    assert has_proxy_cookie(saml.post(once))
+    again = saml.post(once)
+    assert again.status_code == 303  # the app decides for itself ...
+    assert not has_proxy_cookie(again)  # ... but the proxy learns nothing from a replay
+    assert saml.received_unchanged(again)
+    assert "assertion already used (replay)" in saml.proxy.logs()
+
+
+def test_app_refusing_a_valid_assertion_is_not_a_sign_in(saml: Harness) -> None:
+    response = saml.post(saml.response("alice"), reject="1")
+    assert response.status_code == 403
+    assert not has_proxy_cookie(response)
+
+
+BAD_RESPONSES = {
+    "unsigned": lambda h, tmp: h.response("alice", sign=None),
+    "other key": lambda h, tmp: DemoIdentityProvider(IDP_ENTITY).response(
+        "alice", audience=AUDIENCE, acs_url=h.acs
+    ),
+    "wrapped": lambda h, tmp: forge.inject_assertion(h.response("alice"), "before"),
+    "wrapped in extensions": lambda h, tmp: forge.wrap_in_extensions(h.response("alice")),
+    "tampered": lambda h, tmp: forge.tamper(
+        h.response("alice"), "alice@contoso.example", "mallory@contoso.example"
+    ),
+    "expired": lambda h, tmp: h.response("alice", not_on_or_after_offset=-3600),
+    "wrong audience": lambda h, tmp: h.idp.response(
+        "alice", audience="https://other.example", acs_url=h.acs
+    ),
+    "wrong destination": lambda h, tmp: h.idp.response(
+        "alice", audience=AUDIENCE, acs_url="https://evil.example/acs"
+    ),
+    "xxe": lambda h, tmp: forge.xxe(tmp),
+    "billion laughs": lambda h, tmp: forge.billion_laughs(),
+    "not base64": lambda h, tmp: "%%% not base64 %%%",
+    "not xml": lambda h, tmp: base64.b64encode(b"hello, not xml").decode(),
+    "empty": lambda h, tmp: "",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_RESPONSES))
+def test_bad_assertions_are_forwarded_unchanged_but_start_no_session(
+    saml: Harness, kind: str, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-FILE-CONTENT")
+    before = len(saml.sessions())
+    response = saml.post(BAD_RESPONSES[kind](saml, secret))
+    assert response.status_code == 303  # this app accepts anything: the proxy must not
+    assert not has_proxy_cookie(response)
+    assert saml.received_unchanged(response)
+    assert len(saml.sessions()) == before
+    logs = saml.proxy.logs()
+    assert "sign-in not recognised at /saml/acs" in logs
+    assert "Traceback" not in logs
+    assert "TOP-SECRET-FILE-CONTENT" not in logs
+
+
+def test_oversized_post_is_forwarded_whole_and_unread(saml: Harness) -> None:
+    big = saml.response("alice") + "A" * (200 * 1024)
+    response = saml.post(big)
+    assert response.status_code == 303
+    assert not has_proxy_cookie(response)
+    assert saml.received_unchanged(response)
+    assert "larger than sso.max_body_bytes" in saml.proxy.logs()
+
+
+def test_not_a_form_post_is_forwarded_and_ignored(saml: Harness) -> None:
+    response = httpx.post(f"{saml.proxy.url}/saml/acs", json={"SAMLResponse": saml.response()})
+    assert response.status_code == 303
+    assert not has_proxy_cookie(response)
+    assert saml.received_unchanged(response)
+
+
+def test_two_saml_fields_are_refused(saml: Harness) -> None:
+    value = saml.response("alice")
+    response = httpx.post(
+        f"{saml.proxy.url}/saml/acs",
+        content=f"SAMLResponse={value}&SAMLResponse={value}".replace("+", "%2B"),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert not has_proxy_cookie(response)
+    assert "expected one SAMLResponse field, got 2" in saml.proxy.logs()
+
+
+def test_other_users_sessions_survive_garbage(saml: Harness) -> None:
+    good = saml.post(saml.response("bob"))
+    jar = {
+        c.split("=", 1)[0]: c.split("=", 1)[1].split(";")[0]
+        for c in good.headers.get_list("set-cookie")
+    }
+    for garbage in ["", "x", "%00" * 100]:
+        saml.post(garbage)
+    page = httpx.get(f"{saml.proxy.url}/page", cookies=jar)
+    assert page.status_code == 200
+    assert not any("Max-Age=0" in h for h in page.headers.get_list("set-cookie"))
