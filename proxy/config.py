@@ -62,6 +62,11 @@ def _http_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _issuer(value: str) -> str:
+    _http_url(value)
+    return value  # compared exactly with `iss`: a trailing slash matters
+
+
 def _origin_url(value: str) -> str:
     value = _http_url(value)
     if urlsplit(value).path not in ("", "/"):
@@ -207,12 +212,16 @@ AsymmetricAlgorithm = Literal[
 class OidcEndpoint(_Model):
     type: Literal["oidc"]
     path: UrlPath
-    issuer: HttpUrl
+    issuer: Annotated[str, AfterValidator(_issuer)]
     audience: str
     discovery_url: HttpUrl | None = None
     jwks_url: HttpUrl | None = None
     ca_file: ConfigFile | None = None
-    algorithms: tuple[AsymmetricAlgorithm, ...] = ("RS256", "ES256", "PS256")
+    algorithms: Annotated[tuple[AsymmetricAlgorithm, ...], Field(min_length=1)] = (
+        "RS256",
+        "ES256",
+        "PS256",
+    )
     identity_claim: str = "email"
     name_claim: str = "name"
     attributes: tuple[str, ...] = ()
@@ -294,6 +303,70 @@ class SessionSettings(_Model):
         return self
 
 
+# --- Microsoft: app registrations, tokens, the consent journey ------------------------------
+
+
+class CertificateCredential(_Model):
+    """Client authentication by certificate (what Microsoft recommends over secrets)."""
+
+    private_key: Secret
+    thumbprint: Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{40}$")]
+    public_certificate: ConfigFile | None = None
+
+
+class MicrosoftApp(_Model):
+    """One Entra ID app registration the proxy redeems codes and refreshes tokens with."""
+
+    client_id: Annotated[str, Field(min_length=1)]
+    client_secret: Secret | None = None
+    certificate: CertificateCredential | None = None
+    tenant: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9.-]+$")] = "organizations"
+    authority_host: OriginUrl = "https://login.microsoftonline.com"
+    ca_file: ConfigFile | None = None
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> MicrosoftApp:
+        if (self.client_secret is None) == (self.certificate is None):
+            raise ValueError("give exactly one of client_secret or certificate")
+        if not self.authority_host.startswith("https://"):
+            raise ValueError("authority_host must be https:// (msal refuses anything else)")
+        return self
+
+
+class ConsentSettings(_Model):
+    # Reserved paths the proxy answers itself (callback, manual connect page...).
+    prefix: str = "/.consent-proxy/"
+    state_lifetime: Annotated[float, Field(ge=60, le=3600)] = 600.0
+    # After "need admin approval" in a tenant, its other users are not sent into the
+    # same failing consent screen for this long (or until an admin consents).
+    admin_approval_retry: Annotated[float, Field(ge=0, le=30 * 86400)] = 3600.0
+    # Threads for msal, which blocks.
+    msal_threads: Annotated[int, Field(ge=1, le=64)] = 8
+
+    @model_validator(mode="after")
+    def _prefix(self) -> ConsentSettings:
+        if not (self.prefix.startswith("/") and self.prefix.endswith("/") and len(self.prefix) > 2):
+            raise ValueError(f"prefix must start and end with '/', got {self.prefix!r}")
+        return self
+
+
+class TokenSettings(_Model):
+    # Fernet keys (generate: consent-proxy keygen). The first encrypts; all decrypt.
+    encryption_keys: tuple[Secret, ...] = ()
+
+    @model_validator(mode="after")
+    def _fernet_keys(self) -> TokenSettings:
+        from .vault import valid_key
+
+        for key in self.encryption_keys:
+            if not valid_key(key.reveal()):
+                raise ValueError(
+                    "each encryption key must be 32 url-safe base64-encoded bytes "
+                    "(generate one with `consent-proxy keygen`)"
+                )
+        return self
+
+
 class SqliteStore(_Model):
     type: Literal["sqlite"] = "sqlite"
     path: ConfigPath = Path("consent-proxy.sqlite3")
@@ -311,6 +384,30 @@ class Settings(_Model):
     sso: SsoSettings = SsoSettings()
     session: SessionSettings = SessionSettings()
     store: StoreSettings = SqliteStore()
+    policy: ConfigFile | None = None
+    consent: ConsentSettings = ConsentSettings()
+    microsoft_apps: dict[str, MicrosoftApp] = {}
+    tokens: TokenSettings = TokenSettings()
+
+    @model_validator(mode="after")
+    def _consent_needs(self) -> Settings:
+        if self.policy is None:
+            return self
+        if not self.sso.endpoints:
+            raise ValueError("policy: prompts follow SSO sign-ins; configure sso.endpoints too")
+        if not self.microsoft_apps:
+            raise ValueError("microsoft_apps: the policy needs at least one app registration")
+        if self.public_url is None:
+            raise ValueError(
+                "public_url: needed to build the redirect URI registered with Microsoft "
+                "(public_url + consent.prefix + 'callback')"
+            )
+        if not self.tokens.encryption_keys:
+            raise ValueError(
+                "tokens.encryption_keys: tokens are stored encrypted; give at least one key "
+                "(e.g. {env: CONSENT_PROXY_TOKEN_KEY}, made with `consent-proxy keygen`)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _session_for_sso(self) -> Settings:

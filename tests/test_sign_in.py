@@ -220,3 +220,95 @@ def test_other_users_sessions_survive_garbage(saml: Harness) -> None:
     page = httpx.get(f"{saml.proxy.url}/page", cookies=jar)
     assert page.status_code == 200
     assert not any("Max-Age=0" in h for h in page.headers.get_list("set-cookie"))
+
+
+# --- OIDC: an id_token posted to the app's callback (response_mode=form_post) --------------
+
+
+class OidcHarness:
+    def __init__(self, app: SsoApp, proxy: ProxyProcess, provider: Any) -> None:
+        self.app, self.proxy, self.provider = app, proxy, provider
+
+    def post(self, id_token: str) -> httpx.Response:
+        return httpx.post(
+            f"{self.proxy.url}/oidc/callback", data={"id_token": id_token, "state": "s"}
+        )
+
+    def sessions(self) -> list[dict[str, Any]]:
+        conn = sqlite3.connect(self.proxy.config_path.parent / "store.sqlite3")
+        try:
+            rows = conn.execute("SELECT value FROM kv WHERE namespace = 'session'").fetchall()
+        finally:
+            conn.close()
+        return [json.loads(row[0]) for row in rows]
+
+
+@pytest.fixture(scope="module")
+def oidc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcHarness]:
+    from proxy.demo.oidc_provider import DemoOpenIdProvider
+
+    from .tls import https_server, https_url
+
+    work = tmp_path_factory.mktemp("oidc")
+    app = SsoApp()
+    idp_server, ca_file = https_server(None, work)
+    provider = DemoOpenIdProvider(https_url(idp_server) + "/tenant-a/v2.0")
+    idp_server.server.config.app = provider.app()
+    with running(ThreadServer(app.app())) as upstream, running(idp_server):
+        config = {
+            "upstream": {"url": upstream.url},
+            "session": {
+                "secrets": [{"value": SECRET}],
+                "upstream_cookie": "app_session",
+                "cookie_secure": False,
+            },
+            "store": {"path": str(work / "store.sqlite3")},
+            "sso": {
+                "endpoints": [
+                    {
+                        "type": "oidc",
+                        "path": "/oidc/callback",
+                        "issuer": provider.issuer,
+                        "audience": "app-client-id",
+                        "ca_file": str(ca_file),
+                        "attributes": ["groups"],
+                    }
+                ]
+            },
+        }
+        with running(ProxyProcess(config, work)) as proxy:
+            yield OidcHarness(app, proxy, provider)
+
+
+def test_oidc_form_post_sign_in(oidc: OidcHarness) -> None:
+    user = list(oidc.provider.users.values())[0]
+    response = oidc.post(oidc.provider.id_token(user, "app-client-id"))
+    assert response.status_code == 303
+    assert has_proxy_cookie(response)
+    [session] = [s for s in oidc.sessions() if s["email"] == user.email]
+    assert session["method"] == "oidc"
+    assert session["tenant_id"] == user.tenant_id
+
+
+def test_oidc_bad_tokens_start_no_session(oidc: OidcHarness) -> None:
+    user = list(oidc.provider.users.values())[0]
+    good = oidc.provider.id_token(user, "app-client-id")
+    header, payload, signature = good.split(".")
+    for bad in [
+        oidc.provider.id_token(user, "another-client"),
+        oidc.provider.id_token(user, "app-client-id", lifetime=-600),
+        f"{header}.{payload}.{signature[::-1]}",
+        "not.a.token",
+        "",
+    ]:
+        response = oidc.post(bad)
+        assert response.status_code == 303
+        assert not has_proxy_cookie(response)
+    assert "Traceback" not in oidc.proxy.logs()
+    assert "sign-in not recognised at /oidc/callback" in oidc.proxy.logs()
+
+
+def test_oidc_replayed_token_is_not_a_sign_in(oidc: OidcHarness) -> None:
+    token = oidc.provider.id_token(list(oidc.provider.users.values())[-1], "app-client-id")
+    assert has_proxy_cookie(oidc.post(token))
+    assert not has_proxy_cookie(oidc.post(token))

@@ -1,0 +1,506 @@
+"""An OIDC id_token posted to the app's callback (`response_mode=form_post`): who signed in.
+
+The proxy is not the relying party; it observes the POST and checks the token as strictly
+as the app should: a signature by a key the IdP publishes (JWKS, over TLS), an algorithm
+from the endpoint's allow-list (never `none`, never HMAC: an HS256 token "signed" with the
+public key would otherwise verify), the exact issuer, our audience (and `azp` when there
+are several), the time claims with the configured clock skew, and the nonce when the
+caller knows it. Everything a browser can put in the field — three parts or not, base64
+or not, JSON or not — ends as `SignInRejected` with a reason, never another exception.
+
+joserfc does the cryptography and the registered-claim checks. The header is read here
+first, because joserfc lets some malformed headers escape as `TypeError`, falls back to
+its "recommended" algorithms (HS256 among them) when given an empty allow-list, and
+needs the `kid` before it can tell an unknown key from a bad signature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import math
+import re
+import ssl
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+from joserfc import jwk, jwt
+from joserfc.errors import (
+    BadSignatureError,
+    ClaimError,
+    ExpiredTokenError,
+    InvalidKeyIdError,
+    InvalidPayloadError,
+    JoseError,
+    MissingClaimError,
+    SecurityWarning,
+)
+from joserfc.jws import JWSRegistry
+
+from ..config import OidcEndpoint
+from ..errors import ConfigError
+from . import SignIn, SignInRejected
+
+__all__ = ["JwksCache", "OidcVerifier", "http_client_for"]
+
+log = logging.getLogger("consent_proxy.sso")
+
+MAX_TOKEN_BYTES = 64 * 1024
+MAX_DOCUMENT_BYTES = 1024 * 1024
+MAX_HEADER_BYTES = 8 * 1024
+DEFAULT_JWKS_TTL = 15 * 60.0
+# An unknown kid may mean the IdP rotated its keys, or that someone made the kid up:
+# refetch for it at most this often, so forged tokens cannot make us hammer the IdP.
+DEFAULT_REFETCH_INTERVAL = 30.0
+# After a failed fetch, concurrent and following sign-ins share the failure this long.
+DEFAULT_RETRY_AFTER_FAILURE = 5.0
+FETCH_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+_MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_FALLBACK_IDENTITY_CLAIMS = ("email", "preferred_username", "upn")
+
+
+def http_client_for(endpoint: OidcEndpoint) -> httpx.AsyncClient:
+    """The client that fetches the IdP's discovery document and keys.
+
+    `ca_file` replaces the default trust store (a private CA signs the IdP's certificate).
+    Redirects are not followed: key material comes from the configured URLs only.
+    """
+    verify: ssl.SSLContext | bool = True
+    if endpoint.ca_file is not None:
+        try:
+            verify = ssl.create_default_context(cafile=str(endpoint.ca_file))
+        except (ssl.SSLError, OSError) as exc:
+            problem = f"cannot read it as PEM CA certificates ({exc})"
+            raise ConfigError([f"ca_file {str(endpoint.ca_file)!r}: {problem}"]) from None
+    return httpx.AsyncClient(
+        verify=verify,
+        timeout=FETCH_TIMEOUT,
+        limits=httpx.Limits(max_connections=10, max_keepalive_connections=2),
+        headers={"accept": "application/json", "user-agent": "consent-proxy"},
+        follow_redirects=False,
+    )
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value from the token, safe for a log line: quoted, escaped, cut short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    detail = str(exc).strip()
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+# --- keys ----------------------------------------------------------------------------------
+
+
+class JwksCache:
+    """The IdP's signing keys, fetched through discovery (or `jwks_url`) and kept a while.
+
+    Keys are refetched when older than `ttl`, or for a kid they do not contain — at most
+    once per `refetch_interval`. A failed fetch changes nothing cached: known keys go on
+    verifying (a JWKS outage must not lock users out), and the failure is shared for
+    `retry_after_failure` seconds so a burst of sign-ins does not become a burst of fetches.
+    """
+
+    def __init__(
+        self,
+        endpoint: OidcEndpoint,
+        http_client: httpx.AsyncClient,
+        *,
+        ttl: float = DEFAULT_JWKS_TTL,
+        refetch_interval: float = DEFAULT_REFETCH_INTERVAL,
+        retry_after_failure: float = DEFAULT_RETRY_AFTER_FAILURE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.endpoint = endpoint
+        self.ttl = ttl
+        self.refetch_interval = refetch_interval
+        self.retry_after_failure = retry_after_failure
+        self.fetches = 0  # JWKS fetch attempts, for metrics and tests
+        self._client = http_client
+        self._clock = clock
+        self._jwks_uri: str | None = endpoint.jwks_url
+        self._keys: jwk.KeySet | None = None
+        self._kids: frozenset[str] = frozenset()
+        self._fetched_at = -math.inf
+        self._attempted_at = -math.inf
+        self._failure: str | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def discovery_url(self) -> str:
+        return (
+            self.endpoint.discovery_url
+            or f"{self.endpoint.issuer}/.well-known/openid-configuration"
+        )
+
+    async def key_set(self, kid: str | None = None) -> jwk.KeySet:
+        """Keys to verify a token whose header names `kid` (which may still be missing
+        from them when a refetch for it is not allowed yet)."""
+        if self._usable(kid):
+            return self._current()
+        async with self._lock:  # one fetch at a time; the others use its result
+            if self._usable(kid):
+                return self._current()
+            if not self._may_fetch():
+                return self._without_fetch(kid)
+            try:
+                await self._refresh()
+            except SignInRejected:
+                if not self._knows(kid):
+                    raise
+                log.warning(
+                    "keeping the IdP keys fetched %.0f s ago: %s",
+                    self._clock() - self._fetched_at,
+                    self._failure,
+                )
+            return self._current()
+
+    def _current(self) -> jwk.KeySet:
+        if self._keys is None:
+            raise SignInRejected("the IdP's keys have not been fetched")
+        return self._keys
+
+    def _knows(self, kid: str | None) -> bool:
+        return self._keys is not None and (kid is None or kid in self._kids)
+
+    def _without_fetch(self, kid: str | None) -> jwk.KeySet:
+        if self._failure is not None and not self._knows(kid):
+            waited = self._clock() - self._attempted_at
+            raise SignInRejected(f"{self._failure} (failed {waited:.0f} s ago)")
+        return self._current()  # with an unknown kid: the verifier will say so
+
+    def _usable(self, kid: str | None) -> bool:
+        fresh = self._keys is not None and self._clock() - self._fetched_at < self.ttl
+        return fresh and (kid is None or kid in self._kids)
+
+    def _may_fetch(self) -> bool:
+        since = self._clock() - self._attempted_at
+        if self._failure is not None:
+            return since >= self.retry_after_failure
+        stale = self._clock() - self._fetched_at >= self.ttl
+        return self._keys is None or stale or since >= self.refetch_interval
+
+    async def _refresh(self) -> None:
+        self._attempted_at = self._clock()
+        try:
+            uri = self._jwks_uri or await self._discover()
+            self.fetches += 1
+            keys = _import_keys(await self._get_json(uri, "JWKS"), uri)
+        except SignInRejected as exc:
+            self._failure = exc.description
+            raise
+        self._jwks_uri = uri
+        self._keys, self._kids = keys, frozenset(str(k.kid) for k in keys.keys)
+        self._fetched_at, self._failure = self._clock(), None
+
+    async def _discover(self) -> str:
+        url = self.discovery_url
+        document = await self._get_json(url, "discovery document")
+        issuer = document.get("issuer")
+        if issuer != self.endpoint.issuer:
+            raise SignInRejected(
+                f"the discovery document at {url} names the issuer {_shown(issuer)}, not the "
+                f"configured {self.endpoint.issuer!r}: fix sso issuer or discovery_url"
+            )
+        uri = document.get("jwks_uri")
+        if not isinstance(uri, str) or not uri.startswith(("https://", "http://")):
+            raise SignInRejected(f"the discovery document at {url} has no usable jwks_uri")
+        if url.startswith("https://") and not uri.startswith("https://"):
+            raise SignInRejected(f"the discovery document at {url} points to keys over plain HTTP")
+        return uri
+
+    async def _get_json(self, url: str, what: str) -> dict[str, Any]:
+        body = bytearray()
+        try:
+            async with self._client.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise SignInRejected(f"the {what} at {url} answered {response.status_code}")
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_DOCUMENT_BYTES:
+                        raise SignInRejected(f"the {what} at {url} is larger than 1 MiB")
+        except httpx.HTTPError as exc:
+            raise SignInRejected(f"cannot fetch the {what} from {url}: {_describe(exc)}") from None
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            raise SignInRejected(f"the {what} at {url} is not JSON") from None
+        if not isinstance(document, dict):
+            raise SignInRejected(f"the {what} at {url} is not a JSON object")
+        return document
+
+
+def _import_keys(document: dict[str, Any], url: str) -> jwk.KeySet:
+    """The usable signature keys of a JWKS; keys we cannot read are skipped (RFC 7517 §5)."""
+    entries = document.get("keys")
+    if not isinstance(entries, list):
+        raise SignInRejected(f"the JWKS at {url} has no 'keys' list")
+    keys: list[jwk.Key] = []
+    for entry in entries:
+        # A symmetric key has no place in a public key set; an encryption key signs nothing.
+        if not isinstance(entry, dict) or entry.get("kty") == "oct" or entry.get("use") == "enc":
+            continue
+        try:
+            keys.append(jwk.import_key(entry))
+        except (JoseError, ValueError, TypeError, KeyError):
+            log.warning("ignoring a key the JWKS at %s publishes: it cannot be read", url)
+    if not keys:
+        raise SignInRejected(f"the JWKS at {url} holds no usable signature key")
+    return jwk.KeySet(keys)
+
+
+# --- tokens --------------------------------------------------------------------------------
+
+
+class _RepeatedMember(ValueError):
+    pass
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object without repeated members: two `sub`s must not mean two things."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _RepeatedMember(f"repeats the member {_shown(key, 40)}")
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+class _StrictJSONDecoder(json.JSONDecoder):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.update(object_pairs_hook=_unique_members, parse_constant=_no_constant)
+        super().__init__(**kwargs)
+
+
+def _json_segment(segment: str, what: str) -> Any:
+    if not segment or not _B64URL.fullmatch(segment) or len(segment) % 4 == 1:
+        raise SignInRejected(f"the token's {what} is not base64url")
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        raise SignInRejected(f"the token's {what} is not base64url") from None
+    try:
+        return json.loads(raw, cls=_StrictJSONDecoder)
+    except _RepeatedMember as exc:
+        raise SignInRejected(f"the token's {what} {exc}") from None
+    except (ValueError, RecursionError):
+        raise SignInRejected(f"the token's {what} is not JSON") from None
+
+
+def read_header(id_token: object) -> dict[str, Any]:
+    """The JOSE header of a compact JWS, read without trusting anything in it yet."""
+    if not isinstance(id_token, str):
+        raise SignInRejected("the id_token is not a string")
+    if len(id_token) > MAX_TOKEN_BYTES:
+        raise SignInRejected(f"the id_token is larger than {MAX_TOKEN_BYTES // 1024} KiB")
+    if not id_token.isascii():
+        raise SignInRejected("the id_token has characters a JWT cannot have (not ASCII)")
+    parts = id_token.split(".")
+    if len(parts) == 5:
+        raise SignInRejected("the id_token is encrypted (JWE); only signed tokens are supported")
+    if len(parts) != 3:
+        raise SignInRejected(
+            f"the id_token is not a signed JWT: 3 dot-separated parts expected, got {len(parts)}"
+        )
+    if len(parts[0]) > MAX_HEADER_BYTES:
+        raise SignInRejected("the token's header is too large")
+    header = _json_segment(parts[0], "header")
+    if not isinstance(header, dict):
+        raise SignInRejected("the token's header is not a JSON object")
+    return header
+
+
+@contextlib.contextmanager
+def _deprecation_accepted(alg: str) -> Iterator[None]:
+    """joserfc warns on every EdDSA use (RFC 9864); an admin who allows it has chosen."""
+    if alg != "EdDSA":
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SecurityWarning)
+        yield
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _values(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, int | float) and not isinstance(item, bool):
+            item = str(item)
+        if _text(item) is not None:
+            out.append(item.strip())
+    return tuple(out)
+
+
+class OidcVerifier:
+    """Verifies id_tokens for one `sso.endpoints` entry of type oidc.
+
+    Make it, and its client, on the event loop that uses it; close the client at shutdown.
+    """
+
+    def __init__(
+        self,
+        endpoint: OidcEndpoint,
+        clock_skew: float,
+        http_client: httpx.AsyncClient,
+        *,
+        keys: JwksCache | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.clock_skew = clock_skew
+        self.keys = keys if keys is not None else JwksCache(endpoint, http_client)
+        # Not strict about unknown header members (RFC 7515 says ignore them unless `crit`),
+        # and room for an x5c chain: joserfc's default header limit is 512 bytes.
+        self._registry = JWSRegistry(
+            algorithms=list(endpoint.algorithms), strict_check_header=False
+        )
+        self._registry.max_header_length = MAX_HEADER_BYTES
+
+    async def verify(self, id_token: str, nonce: str | None = None) -> SignIn:
+        """Who the token says signed in, once everything about it checks out.
+
+        `nonce`: the value the sign-in request carried, when the caller knows it (the
+        proxy usually does not: the app made the request). Replay is the caller's job,
+        with `replay_key` and `replay_until`.
+        """
+        header = read_header(id_token)
+        alg, kid = self._check_header(header)
+        key_set = await self.keys.key_set(kid)
+        claims = self._decode(id_token, key_set, alg, kid)
+        self._check_claims(claims, nonce)
+        return self._sign_in(id_token, claims)
+
+    def _check_header(self, header: dict[str, Any]) -> tuple[str, str | None]:
+        alg = header.get("alg")
+        if not isinstance(alg, str) or not alg:
+            raise SignInRejected("the token's header names no algorithm (alg)")
+        if alg.lower() == "none":
+            raise SignInRejected("the token is unsigned (alg 'none')")
+        if alg not in self.endpoint.algorithms:
+            allowed = ", ".join(self.endpoint.algorithms) or "none configured"
+            raise SignInRejected(f"algorithm {_shown(alg)} is not allowed (allowed: {allowed})")
+        if "crit" in header:
+            raise SignInRejected("the token has critical header parameters (crit): not supported")
+        kid = header.get("kid")
+        if kid is not None and (not isinstance(kid, str) or not kid):
+            raise SignInRejected("the token's key id (kid) is not a string")
+        return alg, kid
+
+    def _decode(
+        self, id_token: str, key_set: jwk.KeySet, alg: str, kid: str | None
+    ) -> dict[str, Any]:
+        if kid is None and len(key_set.keys) != 1:
+            raise SignInRejected(
+                f"the token names no key (kid) and the IdP publishes {len(key_set.keys)} keys"
+            )
+        if kid is not None and kid not in {k.kid for k in key_set.keys}:
+            raise SignInRejected(
+                f"the token is signed with a key the IdP does not publish (kid {_shown(kid)})"
+            )
+        try:
+            with _deprecation_accepted(alg):
+                token = jwt.decode(
+                    id_token, key_set, registry=self._registry, decoder_cls=_StrictJSONDecoder
+                )
+        except BadSignatureError:
+            raise SignInRejected("the token's signature does not verify") from None
+        except InvalidKeyIdError:
+            raise SignInRejected(f"no published key (kid {_shown(kid)}) is for {alg}") from None
+        except InvalidPayloadError as exc:
+            if isinstance(exc.__cause__, _RepeatedMember):
+                raise SignInRejected(f"the token's payload {exc.__cause__}") from None
+            raise SignInRejected("the token's payload is not a valid JSON object") from None
+        except JoseError as exc:
+            raise SignInRejected(
+                f"the token is not valid: {exc.description or exc.error}"
+            ) from None
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise SignInRejected(f"the token is malformed ({type(exc).__name__})") from None
+        return token.claims
+
+    def _check_claims(self, claims: dict[str, Any], nonce: str | None) -> None:
+        issuer, audience = self.endpoint.issuer, self.endpoint.audience
+        registry = jwt.JWTClaimsRegistry(
+            now=int(time.time()),
+            leeway=math.ceil(self.clock_skew),
+            iss={"essential": True, "value": issuer},
+            aud={"essential": True, "value": audience},
+            sub={"essential": True},
+            exp={"essential": True},
+            iat={"essential": True},
+        )
+        try:
+            registry.validate(claims)
+        except ClaimError as exc:
+            raise SignInRejected(self._claim_problem(exc, claims)) from None
+        aud, azp = claims["aud"], claims.get("azp")
+        if isinstance(aud, list) and len(aud) > 1 and azp is None:
+            raise SignInRejected("the token has several audiences and no authorized party (azp)")
+        if azp is not None and azp != audience:
+            raise SignInRejected(
+                f"the token's authorized party (azp) {_shown(azp)} is not {audience!r}"
+            )
+        if nonce is not None:
+            got = claims.get("nonce")
+            if not isinstance(got, str) or not hmac.compare_digest(got.encode(), nonce.encode()):
+                raise SignInRejected("the token's nonce does not match the sign-in request's")
+
+    def _claim_problem(self, exc: ClaimError, claims: dict[str, Any]) -> str:
+        claim, value = exc.claim, claims.get(exc.claim)
+        if isinstance(exc, ExpiredTokenError):
+            return f"the token expired (exp {_shown(value)}, clock skew {self.clock_skew:g} s)"
+        if isinstance(exc, MissingClaimError):
+            return f"the token lacks the required claim(s) {claim}"
+        if claim == "iss":
+            return f"issuer {_shown(value)} is not the configured {self.endpoint.issuer!r}"
+        if claim == "aud":
+            return f"audience {_shown(value)} does not include {self.endpoint.audience!r}"
+        if claim == "nbf" and _is_time(value):
+            skew = f"clock skew {self.clock_skew:g} s"
+            return f"the token is not valid yet (nbf {_shown(value)}, {skew})"
+        if claim == "iat" and _is_time(value):
+            return f"the token was issued in the future (iat {_shown(value)})"
+        return f"the token's {claim} claim is invalid: {exc.description}"
+
+    def _sign_in(self, id_token: str, claims: dict[str, Any]) -> SignIn:
+        endpoint = self.endpoint
+        identity_claims = dict.fromkeys((endpoint.identity_claim, *_FALLBACK_IDENTITY_CLAIMS))
+        email = next((t for c in identity_claims if (t := _text(claims.get(c)))), None)
+        jti = _text(claims.get("jti"))
+        return SignIn(
+            subject=claims["sub"],
+            email=email,
+            name=_text(claims.get(endpoint.name_claim)),
+            tenant_id=_text(claims.get("tid")),
+            object_id=_text(claims.get("oid")),
+            attributes={name: _values(claims.get(name)) for name in endpoint.attributes},
+            method="oidc",
+            issuer=endpoint.issuer,
+            replay_key=jti or "sha256:" + hashlib.sha256(id_token.encode()).hexdigest(),
+            replay_until=float(min(claims["exp"], _MAX_TIMESTAMP)),
+        )
+
+
+def _is_time(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
