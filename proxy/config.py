@@ -572,6 +572,8 @@ def _explain(model: type[BaseModel], err: ErrorDetails) -> str:
         return f"must be one of {ctx.get('expected_tags')}, got {ctx.get('tag')!r}"
     if kind == "union_tag_not_found":
         return "is required: it says which kind of entry this is"
+    if kind == "too_short":
+        return f"must list at least {ctx.get('min_length')} item(s), got {given!r}"
     if kind in ("value_error", "assertion_error"):
         return str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if kind in ("ip_v4_network", "ip_v6_network", "ip_any_network"):

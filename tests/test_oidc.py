@@ -22,7 +22,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from proxy.config import OidcEndpoint
+from proxy.config import OidcEndpoint, settings_from_data
 from proxy.demo.oidc_provider import DEMO_USERS, DemoOpenIdProvider
 from proxy.errors import ConfigError
 from proxy.sso import SignIn, SignInRejected
@@ -297,11 +297,30 @@ def test_hmac_signed_with_the_public_key_is_rejected(idp: Idp) -> None:
     assert "algorithm 'HS256' is not allowed (allowed: RS256, ES256, PS256)" in reason
 
 
-def test_an_empty_allow_list_allows_nothing(idp: Idp) -> None:
-    """joserfc would fall back to its recommended algorithms (HS256 among them)."""
-    token = idp.provider.id_token(ALICE, CLIENT_ID)
-    reason = rejection(endpoint(idp, algorithms=[]), token)
-    assert "algorithm 'RS256' is not allowed (allowed: none configured)" in reason
+def test_an_empty_allow_list_is_a_config_error(idp: Idp) -> None:
+    """joserfc would fall back to its recommended algorithms (HS256 among them): an empty
+    list never reaches the verifier."""
+    with pytest.raises(ConfigError) as caught:
+        settings_from_data(
+            {
+                "upstream": {"url": "http://127.0.0.1:1"},
+                "session": {"secrets": [{"value": "x" * 32}], "upstream_cookie": "s"},
+                "sso": {
+                    "endpoints": [
+                        {
+                            "type": "oidc",
+                            "path": "/cb",
+                            "issuer": "https://i",
+                            "audience": "a",
+                            "algorithms": [],
+                        }
+                    ]
+                },
+            }
+        )
+    assert caught.value.problems == [
+        "sso.endpoints[0].algorithms: must list at least 1 item(s), got []"
+    ]
 
 
 def test_a_token_signed_by_an_unknown_key_is_rejected(idp: Idp) -> None:

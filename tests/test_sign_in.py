@@ -281,7 +281,7 @@ def oidc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcHarness]:
 
 
 def test_oidc_form_post_sign_in(oidc: OidcHarness) -> None:
-    user = list(oidc.provider.users.values())[0]
+    user = next(iter(oidc.provider.users.values()))
     response = oidc.post(oidc.provider.id_token(user, "app-client-id"))
     assert response.status_code == 303
     assert has_proxy_cookie(response)
@@ -291,7 +291,7 @@ def test_oidc_form_post_sign_in(oidc: OidcHarness) -> None:
 
 
 def test_oidc_bad_tokens_start_no_session(oidc: OidcHarness) -> None:
-    user = list(oidc.provider.users.values())[0]
+    user = next(iter(oidc.provider.users.values()))
     good = oidc.provider.id_token(user, "app-client-id")
     header, payload, signature = good.split(".")
     for bad in [
