@@ -189,7 +189,10 @@ class SamlEndpoint(_Model):
     name_attribute: str | None = None
     tenant_attribute: str | None = None
     object_id_attribute: str | None = None
+    # Kept for policy rules under their own names; `groups_attribute` is kept as "groups"
+    # (what policy `match.groups` reads).
     attributes: tuple[str, ...] = ()
+    groups_attribute: str | None = None
     completed_when: CompletedWhen = CompletedWhen()
 
     @model_validator(mode="after")
@@ -225,6 +228,7 @@ class OidcEndpoint(_Model):
     identity_claim: str = "email"
     name_claim: str = "name"
     attributes: tuple[str, ...] = ()
+    groups_attribute: str | None = "groups"
     completed_when: CompletedWhen = CompletedWhen()
 
 

@@ -88,6 +88,7 @@ def saml(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
                         "tenant_attribute": TENANT_ATTRIBUTE,
                         "object_id_attribute": OBJECT_ID_ATTRIBUTE,
                         "attributes": [GROUPS_ATTRIBUTE],
+                        "groups_attribute": GROUPS_ATTRIBUTE,
                     }
                 ],
             },
@@ -116,6 +117,7 @@ def test_saml_sign_in_starts_a_session(saml: Harness) -> None:
     assert session["tenant_id"] and session["object_id"]
     assert session["user_key"] == f"{session['tenant_id']}.{session['object_id']}"
     assert session["attributes"][GROUPS_ATTRIBUTE]
+    assert session["attributes"]["groups"] == session["attributes"][GROUPS_ATTRIBUTE]
 
 
 def test_signed_response_rather_than_assertion(saml: Harness) -> None:

@@ -39,3 +39,14 @@ class SignInRejected(ConsentProxyError):
     code = "sign_in_rejected"
     status = 400
     title = "Sign-in not recognised"
+
+
+def kept_attributes(
+    found: Mapping[str, tuple[str, ...]], names: tuple[str, ...], groups: str | None
+) -> dict[str, tuple[str, ...]]:
+    """The attributes policy may match on: the configured names, and the groups attribute
+    under the name "groups" whatever the IdP calls it."""
+    kept = {name: found[name] for name in names if name in found}
+    if groups is not None and groups in found:
+        kept["groups"] = found[groups]
+    return kept

@@ -48,7 +48,7 @@ from joserfc.jws import JWSRegistry
 
 from ..config import OidcEndpoint
 from ..errors import ConfigError
-from . import SignIn, SignInRejected
+from . import SignIn, SignInRejected, kept_attributes
 
 __all__ = ["JwksCache", "OidcVerifier", "http_client_for"]
 
@@ -494,7 +494,11 @@ class OidcVerifier:
             name=_text(claims.get(endpoint.name_claim)),
             tenant_id=_text(claims.get("tid")),
             object_id=_text(claims.get("oid")),
-            attributes={name: _values(claims.get(name)) for name in endpoint.attributes},
+            attributes=kept_attributes(
+                {name: _values(value) for name, value in claims.items()},
+                endpoint.attributes,
+                endpoint.groups_attribute,
+            ),
             method="oidc",
             issuer=endpoint.issuer,
             replay_key=jti or "sha256:" + hashlib.sha256(id_token.encode()).hexdigest(),

@@ -46,7 +46,7 @@ from signxml.verifier import SignatureConfiguration, VerifyResult, XMLVerifier
 
 from ..config import SamlEndpoint
 from ..errors import ConfigError
-from . import SignIn, SignInRejected
+from . import SignIn, SignInRejected, kept_attributes
 
 __all__ = ["MAX_RESPONSE_BYTES", "SamlVerifier", "TrustedCertificate", "load_certificates"]
 
@@ -360,7 +360,9 @@ class SamlVerifier:
             name=_first(values, self.endpoint.name_attribute),
             tenant_id=_first(values, self.endpoint.tenant_attribute),
             object_id=_first(values, self.endpoint.object_id_attribute),
-            attributes={n: values[n] for n in self.endpoint.attributes if n in values},
+            attributes=kept_attributes(
+                values, self.endpoint.attributes, self.endpoint.groups_attribute
+            ),
             method="saml",
             issuer=issuer,
             replay_key=assertion_id,
