@@ -54,9 +54,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
-    check = commands.add_parser("check", help="validate a config file and exit 0 (ok) or 1")
-    check.add_argument("config", type=Path)
+    check = commands.add_parser(
+        "check", help="validate a config file (and the policy it names) and exit 0 (ok) or 1"
+    )
+    check.add_argument("config", type=Path, nargs="?", help="the config file")
+    check.add_argument("--policy", type=Path, help="a policy file to validate on its own")
     check.set_defaults(handler=_check)
+
+    explain = commands.add_parser(
+        "explain", help="show which policy rule applies to a user, and what it decides"
+    )
+    explain.add_argument("--policy", type=Path, required=True, help="the policy file")
+    explain.add_argument("--user", required=True, help="the user's email / UPN")
+    explain.add_argument("--tenant", help="the user's Microsoft tenant id")
+    explain.add_argument(
+        "--attr",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an SSO attribute, repeatable (e.g. --attr groups=Sales)",
+    )
+    explain.add_argument("--json", action="store_true", help="machine-readable output")
+    explain.set_defaults(handler=_explain)
+
+    keygen = commands.add_parser("keygen", help="print a new key for tokens.encryption_keys")
+    keygen.set_defaults(handler=_keygen)
 
     demo = commands.add_parser("demo", help="run the proxy in front of a bundled example app")
     demo.add_argument("--port", type=int, default=8080, help="port for the proxy (default: 8080)")
@@ -86,8 +108,50 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    load_settings(args.config)
-    print(f"{args.config}: OK")
+    from .policy import check_apps, load_policy, policy_warnings
+
+    if args.config is None and args.policy is None:
+        print("check: give a config file, --policy FILE, or both", file=sys.stderr)
+        return EXIT_USAGE
+    problems: list[str] = []
+    apps: list[str] | None = None
+    policy_path = args.policy
+    if args.config is not None:
+        settings = load_settings(args.config)
+        apps = list(settings.microsoft_apps)
+        policy_path = policy_path or settings.policy
+        print(f"{args.config}: OK")
+    if policy_path is not None:
+        policy = load_policy(policy_path)
+        if apps is not None:
+            problems = check_apps(policy, apps)
+        for problem in problems:
+            print(f"{policy_path}: {problem}", file=sys.stderr)
+        for warning in policy_warnings(policy):
+            print(f"{policy_path}: warning: {warning}", file=sys.stderr)
+        if not problems:
+            print(f"{policy_path}: OK")
+    return EXIT_PROBLEM if problems else EXIT_OK
+
+
+def _explain(args: argparse.Namespace) -> int:
+    import json
+
+    from .policy import explain, explain_json, load_policy, user_from_options
+
+    policy = load_policy(args.policy)
+    user = user_from_options(args.user, args.tenant, args.attr)
+    if args.json:
+        print(json.dumps(explain_json(policy, user), indent=2))
+    else:
+        print(explain(policy, user))
+    return EXIT_OK
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from .vault import new_key
+
+    print(new_key())
     return EXIT_OK
 
 
