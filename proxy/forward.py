@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .config import Settings
-from .errors import UpstreamError
+from .errors import BadRequest, UpstreamError
 from .headers import HOP_BY_HOP, ForwardedRequest, RequestHeaderRules, connection_tokens
 from .pages import send_error
 from .upstream import Exchange, Headers, UpstreamPool
@@ -79,7 +79,7 @@ class ResponseRewriter:
         return value
 
     def cookie(self, value: bytes) -> bytes:
-        if b"omain" not in value and b"OMAIN" not in value:
+        if b"domain" not in value.lower():  # attribute names are case-insensitive
             return value
         parts = value.split(b";")
         kept = [parts[0]]
@@ -105,7 +105,12 @@ class Forwarder:
         self.rewriter = ResponseRewriter(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = self.rules.upstream_request(scope)
+        try:
+            request = self.rules.upstream_request(scope)
+        except BadRequest as exc:
+            log.info("request refused: %s %s: %s", scope["method"], scope["path"], exc.description)
+            await send_error(scope, send, exc)
+            return
         target = scope.get("raw_path") or scope["path"].encode()
         if scope.get("query_string"):
             target = target + b"?" + scope["query_string"]

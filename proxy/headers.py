@@ -7,7 +7,8 @@ Rules, in order, for every forwarded request:
   `X-Forwarded-For`, so names are compared after folding case, `_` and `.` to `-`;
 - `X-Forwarded-For/Proto/Host` are set; inbound values are kept (and extended) only when
   the TCP peer is one of the configured trusted proxies;
-- `Host` is the client's (preserve_host) or the upstream's own.
+- `Host` is the client's (preserve_host) or the upstream's own;
+- headers larger than MAX_HEADER_BYTES in all are refused (431), not forwarded.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .config import IpNetwork, Settings
+from .errors import BadRequest
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -37,6 +39,9 @@ HOP_BY_HOP = frozenset(
 )
 # The ASGI server already answered `Expect: 100-continue`; the body is on its way.
 REQUEST_ONLY_DROPPED = frozenset({b"expect", b"host"})
+# The server in front of us sets no limit of its own; a huge header block is refused here
+# rather than relayed. Generous: the cookies of a large SSO deployment fit many times over.
+MAX_HEADER_BYTES = 64 * 1024
 FORWARDED = frozenset(
     {
         b"forwarded",
@@ -48,6 +53,12 @@ FORWARDED = frozenset(
         b"x-real-ip",
     }
 )
+
+
+class RequestHeadersTooLarge(BadRequest):
+    code = "request_headers_too_large"
+    status = 431
+    title = "Request headers too large"
 
 
 def fold(name: bytes) -> bytes:
@@ -105,10 +116,16 @@ class RequestHeaderRules:
         raw: Headers = scope["headers"]
         extra_drop: set[bytes] = set()
         inbound_xff = inbound_proto = inbound_host = b""
+        size = hosts = 0
         for name, value in raw:
+            size += len(name) + len(value)
             if name == b"connection":
                 extra_drop |= connection_tokens(value)
             elif name == b"host":
+                if hosts:
+                    # RFC 9112 3.2: a 400. Which one would each server in the chain believe?
+                    raise BadRequest("the request has more than one Host header")
+                hosts += 1
                 out.host = value
             elif name == b"content-length":
                 out.content_length = value
@@ -121,6 +138,11 @@ class RequestHeaderRules:
                     inbound_proto = value
                 elif name == b"x-forwarded-host":
                     inbound_host = value
+        if size > MAX_HEADER_BYTES:
+            raise RequestHeadersTooLarge(
+                f"the request headers are {size} bytes long; at most {MAX_HEADER_BYTES} "
+                "are accepted (large cookies are the usual cause: clearing them helps)"
+            )
         extra_drop -= {b"content-length", b"host"}
         headers = out.headers
         for name, value in raw:
@@ -135,8 +157,9 @@ class RequestHeaderRules:
         if out.chunked:
             out.content_length = None
             headers[:] = [(n, v) for n, v in headers if n != b"content-length"]
-        out.proto = inbound_proto or scope.get("scheme", "http").encode("latin-1")
-        public_host = inbound_host or out.host
+        # A chain of proxies may list several values; the first is what the client used.
+        out.proto = _first(inbound_proto) or scope.get("scheme", "http").encode("latin-1")
+        public_host = _first(inbound_host) or out.host
         headers.append(
             (b"host", out.host if self.preserve_host and out.host else self.upstream_host)
         )
@@ -148,5 +171,18 @@ class RequestHeaderRules:
             headers.append((b"x-forwarded-proto", out.proto))
         if not inbound_host and out.host:
             headers.append((b"x-forwarded-host", out.host))
-        out.host = public_host
+        # No Host at all (HTTP/1.0): the address the client connected to is the public one.
+        out.host = public_host or _server_netloc(scope)
         return out
+
+
+def _first(value: bytes) -> bytes:
+    return value.split(b",", 1)[0].strip() if value else value
+
+
+def _server_netloc(scope: MutableMapping[str, Any]) -> bytes:
+    server = scope.get("server")
+    if not server or server[1] is None:
+        return b""
+    host, port = server
+    return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}").encode("latin-1")

@@ -85,8 +85,9 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.reusable = False
-        if not self.message_done:
-            if self.headers_done and self._body_ends_at_close():
+        if not self.message_done and self.error is None:  # keep the first, precise error
+            if self.headers_done and exc is None and self._body_ends_at_close():
+                # A body delimited by the close ends here; one cut by a reset does not.
                 self.message_done = True
             elif not self.got_bytes:
                 self.error = _StaleConnection("the upstream closed the connection")
@@ -110,6 +111,9 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
+        if not 100 <= status <= 599:  # the parser takes any three digits; HTTP does not
+            self._fail(UpstreamProtocolError(f"the upstream answered with status {status}"))
+            return
         if 100 <= status < 200:  # interim response (100 Continue, 103 Early Hints): skip it
             self.headers = []
             return
@@ -216,8 +220,10 @@ class Exchange:
         self._reused = False
         self.aborted = False
 
-    async def _start(self, body: AsyncIterator[bytes] | None, chunked: bool) -> None:
-        self._conn, self._reused = await self._pool._checkout(self._is_head)
+    async def _start(
+        self, body: AsyncIterator[bytes] | None, chunked: bool, fresh: bool = False
+    ) -> None:
+        self._conn, self._reused = await self._pool._checkout(self._is_head, fresh)
         conn = self._conn
         conn.write(self._head)
         if body is not None:
@@ -255,8 +261,9 @@ class Exchange:
             error = conn.error
             if isinstance(error, _StaleConnection) and self._reused and not self._has_body:
                 self._release()
-                await self._start(None, False)  # a fresh connection this time: no loop
-                self._reused = False
+                # A fresh connection this time: the other idle ones may be just as stale
+                # (the upstream restarted, or closes every idle connection at once).
+                await self._start(None, False, fresh=True)
                 continue
             raise UpstreamError(str(error)) if isinstance(error, _StaleConnection) else error
 
@@ -335,7 +342,10 @@ class UpstreamPool:
     async def _send_body(self, conn: Connection, body: AsyncIterator[bytes], chunked: bool) -> None:
         write_timeout = self.settings.timeouts.write
         async for chunk in body:
-            if conn.headers_done:  # answered early (e.g. 413): stop sending, do not reuse
+            if conn.headers_done and (conn.message_done or conn.status >= 300):
+                # Refused early (e.g. 413) or answered in full: stop sending, do not reuse.
+                # A 2xx still streaming may be a transform that reads as it answers
+                # (RFC 9112 9.5: stop only when the server does not want the body).
                 conn.reusable = False
                 return
             if chunk:
@@ -344,7 +354,7 @@ class UpstreamPool:
         if chunked:
             conn.write(CHUNKED_END)
 
-    async def _checkout(self, head: bool) -> tuple[Connection, bool]:
+    async def _checkout(self, head: bool, fresh: bool = False) -> tuple[Connection, bool]:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.settings.pool.max_connections)
         if self._slots.locked():
@@ -356,7 +366,7 @@ class UpstreamPool:
         else:
             await self._slots.acquire()
         try:
-            conn, reused = self._reuse() or (await self._connect(), False)
+            conn, reused = (None if fresh else self._reuse()) or (await self._connect(), False)
         except BaseException:
             self._slots.release()
             raise

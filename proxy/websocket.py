@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from websockets import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.asyncio.client import ClientConnection, connect
 
 from .config import Settings
-from .errors import UpstreamError, UpstreamTimeout
+from .errors import BadRequest, UpstreamError, UpstreamTimeout
 from .headers import RequestHeaderRules
 from .pages import render_error
 
@@ -43,6 +44,9 @@ HANDSHAKE_HEADERS = frozenset(
         b"sec-websocket-accept",
     }
 )
+# The Host becomes part of a URI for the client library: a host[:port] and nothing else
+# (no user info, which the library would turn into an Authorization header).
+HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%-]+)(:[0-9]{1,5})?")
 MAX_MESSAGE = 16 * 1024 * 1024  # as uvicorn's default on the browser side
 CLOSE_GOING_AWAY = 1001
 CLOSE_INTERNAL_ERROR = 1011
@@ -54,8 +58,6 @@ class WebSocketForwarder:
         self.secure = url.scheme == "https"
         self.host = url.hostname or ""
         self.port = url.port or (443 if self.secure else 80)
-        self.upstream_netloc = url.netloc
-        self.preserve_host = settings.upstream.preserve_host
         self.connect_timeout = settings.upstream.timeouts.connect
         self.rules = rules
         self.ssl: ssl.SSLContext | None = None
@@ -75,8 +77,8 @@ class WebSocketForwarder:
             response = exc.response
             await self._deny(scope, send, response.status_code, bytes(response.body or b""))
             return
-        except UpstreamError as exc:
-            log.warning("websocket upstream failed: %s %s", scope["path"], exc.description)
+        except (UpstreamError, BadRequest) as exc:
+            log.warning("websocket not forwarded: %s %s", scope["path"], exc.description)
             body, _ = render_error(scope, exc)
             await self._deny(scope, send, exc.status, body)
             return
@@ -86,17 +88,20 @@ class WebSocketForwarder:
 
     async def _connect(self, scope: Scope) -> ClientConnection:
         request = self.rules.upstream_request(scope)
+        # The Host the rules chose for the upstream (the client's, or the upstream's own),
+        # exactly as for plain HTTP; the library writes it from the URI.
+        netloc = next(value for name, value in request.headers if name == b"host")
+        if not _usable_host(netloc):
+            raise BadRequest(f"the Host header {netloc.decode('latin-1')!r} is not a host[:port]")
         headers = [
             (name.decode("latin-1"), value.decode("latin-1"))
             for name, value in request.headers
             if name not in HANDSHAKE_HEADERS
         ]
-        host_header = request.host if self.preserve_host and request.host else b""
-        netloc = host_header.decode("latin-1") or self.upstream_netloc
         target = scope.get("raw_path") or scope["path"].encode()
         if scope.get("query_string"):
             target += b"?" + scope["query_string"]
-        uri = f"{'wss' if self.secure else 'ws'}://{netloc}{target.decode('latin-1')}"
+        uri = f"{'wss' if self.secure else 'ws'}://{netloc.decode()}{target.decode('latin-1')}"
         try:
             return await connect(
                 uri,
@@ -117,6 +122,8 @@ class WebSocketForwarder:
             raise
         except TimeoutError:
             raise UpstreamTimeout("the upstream did not accept the WebSocket in time") from None
+        except InvalidURI:  # its message would repeat the query string, which may hold secrets
+            raise BadRequest("the request cannot be forwarded as a WebSocket") from None
         except (OSError, InvalidHandshake, ValueError) as exc:
             raise UpstreamError(f"cannot open a WebSocket to the upstream: {exc}") from None
 
@@ -157,7 +164,8 @@ async def _browser_to_upstream(receive: Receive, upstream: ClientConnection) -> 
                 return
         elif kind == "websocket.disconnect":
             code = message.get("code", CLOSE_GOING_AWAY)
-            await upstream.close(code if _sendable(code) else CLOSE_GOING_AWAY)
+            reason = message.get("reason") or ""
+            await upstream.close(*((code, reason) if _sendable(code) else (CLOSE_GOING_AWAY,)))
             return
 
 
@@ -174,6 +182,11 @@ async def _upstream_to_browser(send: Send, upstream: ClientConnection) -> None:
     code = code if code is not None and _sendable(code) else CLOSE_GOING_AWAY
     reason = upstream.close_reason or ""
     await send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+def _usable_host(host: bytes) -> bool:
+    match = HOST.fullmatch(host)
+    return match is not None and (not match[2] or int(match[2][1:]) <= 65535)
 
 
 def _sendable(code: int) -> bool:

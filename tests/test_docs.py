@@ -48,7 +48,10 @@ def test_every_option_is_documented_in_the_example_config() -> None:
 
 def consent_proxy(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "proxy.cli", *args], capture_output=True, text=True, cwd=ROOT,
+        [sys.executable, "-m", "proxy.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
         timeout=60,
     )
 

@@ -96,9 +96,9 @@ def test_cookie_header_attributes() -> None:
     )  # type: ignore[arg-type]
     name, value = SessionCookie(settings).header("v", 600)
     assert name == b"set-cookie"
-    assert (
-        value
-        == b"consent_proxy=v; Path=/; Max-Age=600; Domain=app.example; Secure; HttpOnly; SameSite=Lax"
+    assert value == (
+        b"consent_proxy=v; Path=/; Max-Age=600; Domain=app.example; Secure; HttpOnly; "
+        b"SameSite=Lax"
     )
     insecure = SessionCookie(settings.model_copy(update={"cookie_secure": False})).header("v", 1)
     assert b"Secure" not in insecure[1]
