@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import CONFIG_ENV, load_settings
+from .config import CONFIG_ENV, Settings, load_settings
 from .errors import ConfigError
 from .logs import setup_logging
 
@@ -95,16 +95,28 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     level = args.log_level or settings.logging.level
     setup_logging(level, settings.logging.format)
-    serve(
-        settings.model_copy(
-            update={"logging": settings.logging.model_copy(update={"level": level})}
-        ),
-        args.config,
-        args.host or settings.listen.host,
-        args.port or settings.listen.port,
-        args.workers,
-    )
+    if settings.policy is not None:
+        _policy_for(settings)  # a broken policy stops the start, with its lines
+    try:
+        serve(
+            settings.model_copy(
+                update={"logging": settings.logging.model_copy(update={"level": level})}
+            ),
+            args.config,
+            args.host or settings.listen.host,
+            args.port or settings.listen.port,
+            args.workers,
+        )
+    except SystemExit as exc:  # uvicorn exits on start-up failures (port in use...)
+        return EXIT_PROBLEM if exc.code else EXIT_OK
     return EXIT_OK
+
+
+def _policy_for(settings: Settings) -> None:
+    from .policy import load_checked_policy
+
+    assert settings.policy is not None
+    load_checked_policy(settings.policy, settings.microsoft_apps)
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
@@ -119,6 +119,18 @@ class Secret(_Model):
             return os.environ[self.env]
         assert self.file is not None
         return self.file.read_text().strip()
+
+
+def _long_enough(secret: Secret) -> Secret:
+    if len(secret.reveal()) < MIN_SECRET_LENGTH:
+        raise ValueError(
+            f"must be at least {MIN_SECRET_LENGTH} characters "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return secret
+
+
+SigningSecret = Annotated[Secret, AfterValidator(_long_enough)]
 
 
 class ListenSettings(_Model):
@@ -287,18 +299,8 @@ class SessionSettings(_Model):
     cookie_path: str = "/"
     cookie_secure: bool = True
     lifetime: Annotated[float, Field(gt=60, le=90 * 86400)] = 8 * 3600.0
-    secrets: tuple[Secret, ...] = ()
+    secrets: tuple[SigningSecret, ...] = ()
     upstream_cookie: str | None = None
-
-    @model_validator(mode="after")
-    def _strong_secrets(self) -> SessionSettings:
-        for secret in self.secrets:
-            if len(secret.reveal()) < MIN_SECRET_LENGTH:
-                raise ValueError(
-                    f"each secret must be at least {MIN_SECRET_LENGTH} characters "
-                    "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
-                )
-        return self
 
     @model_validator(mode="after")
     def _cookie_name(self) -> SessionSettings:
@@ -520,8 +522,11 @@ def yaml_path(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
     current: Any = model
     for i, part in enumerate(loc):
         if isinstance(part, int):
-            out += f"[{part}]"
-            current = _item_type(current)
+            if not _is_sequence(current) and i == len(loc) - 1:
+                out += f".{part}" if out else str(part)  # a YAML key that is a number
+            else:
+                out += f"[{part}]"
+                current = _item_type(current)
             continue
         field_type = _field_type(current, part)
         if field_type is None:
@@ -532,6 +537,12 @@ def yaml_path(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
         out += f".{part}" if out else part
         current = field_type
     return out or "(top level)"
+
+
+def _is_sequence(annotation: Any) -> bool:
+    if get_origin(annotation) in (tuple, list):
+        return True
+    return any(_is_sequence(arg) for arg in get_args(annotation) if arg is not type(None))
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:

@@ -554,6 +554,15 @@ def check_apps(policy: Policy, known_app_names: Iterable[str]) -> list[str]:
     ]
 
 
+def load_checked_policy(path: Path | str, known_app_names: Iterable[str]) -> Policy:
+    """The policy file, valid on its own and against the configured app registrations."""
+    policy = load_policy(path)
+    problems = check_apps(policy, known_app_names)
+    if problems:
+        raise ConfigError(problems, str(path))
+    return policy
+
+
 # --- who, and in which state ---------------------------------------------------------------
 
 

@@ -171,10 +171,6 @@ def test_run_needs_a_worker(tmp_path: Path) -> None:
     assert result.stderr == "--workers: must be at least 1\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a port already in use ends `run` with uvicorn's exit status 3, not the CLI's 1",
-)
 def test_run_on_a_port_in_use_exits_1(tmp_path: Path) -> None:
     path = write(tmp_path, "upstream: {url: 'http://127.0.0.1:8000'}\n")
     with socket.socket() as busy:
