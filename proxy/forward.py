@@ -46,7 +46,10 @@ class ResponseRewriter:
         host = (url.hostname or "").lower()
         port = url.port or default_port
         names = [f"{host}:{port}"] + ([host] if port == default_port else [])
-        self.internal_origins = tuple(f"{url.scheme}://{n}".encode() for n in names)
+        # Absolute and protocol-relative ("//host/...") forms both leak the internal origin.
+        self.internal_origins = tuple(
+            prefix for n in names for prefix in (f"{url.scheme}://{n}".encode(), f"//{n}".encode())
+        )
         self.internal_host = host.encode()
         self.public_origin = settings.public_url.encode() if settings.public_url else None
         public_host = urlsplit(settings.public_url).hostname if settings.public_url else None

@@ -61,6 +61,10 @@ class RequestHeadersTooLarge(BadRequest):
     title = "Request headers too large"
 
 
+# A WebSocket's scope says ws/wss; apps compare X-Forwarded-Proto with http/https.
+WEB_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+
+
 def fold(name: bytes) -> bytes:
     """The form some servers turn a header name into: lower case, `_` and `.` as `-`."""
     name = name.lower()
@@ -158,7 +162,8 @@ class RequestHeaderRules:
             out.content_length = None
             headers[:] = [(n, v) for n, v in headers if n != b"content-length"]
         # A chain of proxies may list several values; the first is what the client used.
-        out.proto = _first(inbound_proto) or scope.get("scheme", "http").encode("latin-1")
+        scheme = WEB_SCHEMES.get(scope.get("scheme", "http"), "http")
+        out.proto = _first(inbound_proto) or scheme.encode("latin-1")
         public_host = _first(inbound_host) or out.host
         headers.append(
             (b"host", out.host if self.preserve_host and out.host else self.upstream_host)

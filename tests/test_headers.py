@@ -372,3 +372,13 @@ def test_protected_headers_are_removed_whatever_their_spelling() -> None:
     ]
     assert request.proto == b"https"
     assert request.host == b"app.example"
+
+
+def test_protocol_relative_location_naming_the_upstream_is_rewritten(
+    proxy: ProxyProcess, upstream: ThreadServer
+) -> None:
+    location = f"//127.0.0.1:{upstream.port}/next?a=1"
+    response = httpx.get(
+        f"{proxy.url}/redirect", params={"to": location}, headers={"host": "pub.example"}
+    )
+    assert response.headers["location"] == "http://pub.example/next?a=1"

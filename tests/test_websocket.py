@@ -173,6 +173,7 @@ def test_handshake_headers_follow_the_http_rules(proxy: ProxyProcess) -> None:
         seen = upstream_headers(ws)
     assert seen["host"] == [f"127.0.0.1:{proxy.port}"]
     assert seen["x-forwarded-for"] == ["127.0.0.1"]
+    assert seen["x-forwarded-proto"] == ["http"]  # not "ws": apps compare it with http(s)
     assert seen["x-forwarded-host"] == [f"127.0.0.1:{proxy.port}"]
     assert seen["x-kept"] == ["yes"]
     assert "x_forwarded_for" not in seen
