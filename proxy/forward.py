@@ -15,20 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+from .asgi import Headers, Message, Receive, Scope, Send
 from .config import Settings
 from .errors import BadRequest, UpstreamError
 from .headers import HOP_BY_HOP, ForwardedRequest, RequestHeaderRules, connection_tokens
 from .pages import send_error
-from .upstream import Exchange, Headers, UpstreamPool
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+from .upstream import Exchange, UpstreamPool
 
 log = logging.getLogger("consent_proxy.forward")
 

@@ -19,10 +19,9 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
+from .asgi import Headers
 from .config import IpNetwork, Settings
 from .errors import BadRequest
-
-Headers = list[tuple[bytes, bytes]]
 
 HOP_BY_HOP = frozenset(
     {

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
+from .asgi import Send
 from .errors import ConsentProxyError
-
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _PAGE = """<!doctype html>
 <html lang="en">

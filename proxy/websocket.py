@@ -14,22 +14,16 @@ import asyncio
 import logging
 import re
 import ssl
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 from urllib.parse import urlsplit
 
 from websockets import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.asyncio.client import ClientConnection, connect
 
+from .asgi import Receive, Scope, Send
 from .config import Settings
 from .errors import BadRequest, UpstreamError, UpstreamTimeout
 from .headers import RequestHeaderRules
 from .pages import render_error
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("consent_proxy.websocket")
 

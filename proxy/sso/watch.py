@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 import httpx
 
+from ..asgi import App, Message, Receive, Scope, Send
 from ..config import (
     CompletedWhen,
     OidcEndpoint,
@@ -37,11 +37,6 @@ if TYPE_CHECKING:
     from .oidc import OidcVerifier
     from .saml import SamlVerifier
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("consent_proxy.sso")
 
