@@ -19,21 +19,17 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Protocol
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from .asgi import Message, Receive, Scope, Send
 from .config import SessionSettings, SsoSettings
 from .sso import SignIn
 from .store import Store, StoreError
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("consent_proxy.session")
 
@@ -192,8 +188,18 @@ def _expired(attributes: list[str]) -> bool:
     return False
 
 
+class SignInHook(Protocol):
+    async def after_sign_in(
+        self, state: RequestState, message: Message, headers: list[tuple[bytes, bytes]]
+    ) -> None: ...
+
+
 class SessionMiddleware:
-    """Resolve the browser's proxy session; create, keep or end it as the response says."""
+    """Resolve the browser's proxy session; create, keep or end it as the response says.
+
+    When a session starts for a verified sign-in, `on_sign_in` (the consent journey) may
+    still change the response — turn the app's redirect into one to Microsoft.
+    """
 
     def __init__(
         self,
@@ -201,8 +207,10 @@ class SessionMiddleware:
         settings: SessionSettings,
         sso: SsoSettings,
         store: Store,
+        on_sign_in: SignInHook | None = None,
     ) -> None:
         self.app = app
+        self.on_sign_in = on_sign_in
         self.settings = settings
         self.store = store
         self.cookie = SessionCookie(settings)
@@ -259,6 +267,8 @@ class SessionMiddleware:
         current_upstream = new_value if changed else upstream_value
         if state.sign_in is not None:
             await self._start(state, state.sign_in, current_upstream, headers)
+            if state.session is not None and self.on_sign_in is not None:
+                await self.on_sign_in.after_sign_in(state, message, headers)
         else:
             if state.session is not None and state.end_reason is None and changed:
                 state.end_reason = (
