@@ -3,6 +3,8 @@
 A request passes, outermost first:
     SessionMiddleware   who is this browser? (signed cookie -> store, bound to the
                         upstream's session cookie); starts/ends sessions on the response
+    Reserved            the consent prefix (callback, connect page...) is answered by the
+                        consent journey; everything else goes on
     SignInWatcher       on SSO endpoints only: verify the assertion, watch the answer
     Forwarder           stream to the upstream and back (WebSocketForwarder for sockets)
 Without `sso.endpoints` the proxy is a plain pass-through: only the forwarders run.
@@ -11,9 +13,9 @@ Without `sso.endpoints` the proxy is a plain pass-through: only the forwarders r
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING
 
+from .asgi import App, Receive, Scope, Send
 from .config import Settings, load_settings
 from .forward import Forwarder
 from .headers import RequestHeaderRules
@@ -22,11 +24,9 @@ from .sso.watch import SignInWatcher
 from .store import Store, open_store
 from .websocket import WebSocketForwarder
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
+if TYPE_CHECKING:
+    from .consent import ConsentJourney
+
 
 log = logging.getLogger("consent_proxy")
 
@@ -41,10 +41,17 @@ class ConsentProxy:
         self.watcher: SignInWatcher | None = None
         self.http: App = self.forwarder
         self.sockets: App = self.websocket
+        self.journey: ConsentJourney | None = None
         if settings.sso.endpoints:
             self.store = open_store(settings.store)
             self.watcher = SignInWatcher(self.forwarder, settings, self.store)
-            self.http = SessionMiddleware(self.watcher, settings.session, settings.sso, self.store)
+            inner: App = self.watcher
+            if settings.policy is not None:
+                self.journey = _journey(settings, self.store)
+                inner = Reserved(settings.consent.prefix, self.journey.routes, inner)
+            self.http = SessionMiddleware(
+                inner, settings.session, settings.sso, self.store, self.journey
+            )
             self.sockets = SessionMiddleware(
                 self.websocket, settings.session, settings.sso, self.store
             )
@@ -73,10 +80,43 @@ class ConsentProxy:
 
     async def aclose(self) -> None:
         await self.forwarder.aclose()
+        if self.journey is not None:
+            await self.journey.aclose()
         if self.watcher is not None:
             await self.watcher.aclose()
         if self.store is not None:
             await self.store.aclose()
+
+
+class Reserved:
+    """Paths under the consent prefix are the proxy's own; everything else goes on."""
+
+    def __init__(self, prefix: str, own: App, other: App) -> None:
+        self.prefix = prefix
+        self.own = own
+        self.other = other
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if path.startswith(self.prefix) or path == self.prefix.rstrip("/"):
+            await self.own(scope, receive, send)
+        else:
+            await self.other(scope, receive, send)
+
+
+def _journey(settings: Settings, store: Store) -> ConsentJourney:
+    from .consent import ConsentJourney
+    from .microsoft import MicrosoftClient
+    from .policy import load_checked_policy
+
+    assert settings.policy is not None
+    policy = load_checked_policy(settings.policy, settings.microsoft_apps)
+    redirect_uri = f"{settings.public_url}{settings.consent.prefix}callback"
+    clients = {
+        name: MicrosoftClient(app, redirect_uri, threads=settings.consent.msal_threads)
+        for name, app in settings.microsoft_apps.items()
+    }
+    return ConsentJourney(settings, store, lambda: policy, clients)
 
 
 def create_app(settings: Settings | None = None) -> ConsentProxy:

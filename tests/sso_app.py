@@ -42,7 +42,8 @@ class SsoApp:
 
     async def acs(self, request: Request) -> Response:
         await self._record(request)
-        return self._signed_in(request, {"email": "from-saml@contoso.example"}, "/home")
+        location = request.query_params.get("to", "/home")  # where the app sends the user next
+        return self._signed_in(request, {"email": "from-saml@contoso.example"}, location)
 
     async def oidc_callback(self, request: Request) -> Response:
         await self._record(request)

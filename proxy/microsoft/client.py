@@ -1,0 +1,533 @@
+"""Entra ID for one app registration: authorize and admin-consent URLs, code redemption
+and refresh, through msal.
+
+msal is synchronous (requests), so every call runs in a bounded thread pool and the event
+loop never waits on Microsoft. An msal application is built per operation, around that
+user's own token cache, which is how msal isolates users in a web app; what makes that
+cheap is the `http_cache` every application shares (msal keeps authority discovery there
+for a day), and one pooled HTTP session.
+
+Nothing here raises msal's or requests' exceptions: a failure is a `MicrosoftError`
+carrying its classified `ErrorClass` (network failures and 5xx are `transient`, a TLS
+failure is `config`).
+
+Why the id_token claims are used for tid/oid binding only: msal decodes the id_token it
+gets from the token endpoint and does not verify its signature, issuer or audience (since
+msal 1.38 it validates nothing). That is acceptable under OpenID Connect for a token
+received directly from the token endpoint over TLS, in answer to our own authenticated
+code redemption, with PKCE and a nonce that msal does check. It tells us which Microsoft
+account consented (`tid` + `oid`), so the caller can refuse tokens of an account other
+than the SSO user's. It is not a sign-in: the proxy never authenticates anyone from it.
+
+What the caller keeps, and where:
+- the flow `start_authorization` returns (it holds the PKCE verifier and the nonce):
+  server side, in the store, keyed by its `state`, for a few minutes; never in a cookie
+  or a URL, never logged;
+- `TokenResult.token_cache`, the serialized msal cache (it holds the refresh token): in the
+  store, encrypted, per user (tid + oid), replaced whole after every redemption or
+  refresh that changed it; `TokenResult.account_id` beside it, to refresh with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import http.cookiejar
+import json
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import msal  # type: ignore[import-untyped]
+import requests  # type: ignore[import-untyped,unused-ignore]
+
+from ..config import MicrosoftApp
+from .errors import ErrorKind, MicrosoftError, from_response
+
+__all__ = [
+    "DEFAULT_THREADS",
+    "DEFAULT_TIMEOUT",
+    "AdminConsent",
+    "MicrosoftClient",
+    "TokenResult",
+    "admin_consent_outcome",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THREADS = 8
+DEFAULT_TIMEOUT = 10.0
+GRAPH = "https://graph.microsoft.com/"
+# msal adds these to every request and refuses them from the caller.
+RESERVED_SCOPES = frozenset({"openid", "profile", "offline_access"})
+PROMPTS = frozenset({"login", "none", "consent", "select_account"})
+# Admin consent cannot be given for "everyone everywhere".
+MULTI_TENANT_ALIASES = frozenset({"common", "consumers"})
+
+R = TypeVar("R")
+
+# msal warns on every flow whose response_mode is not form_post. The proxy wants `query`:
+# a form_post callback is a cross-site POST, on which browsers drop the SameSite=Lax
+# session cookie the callback needs. catch_warnings changes process-wide state, hence
+# the lock (held only while msal builds a URL, no I/O).
+_FORM_POST_ADVICE = r"response_mode='form_post' is recommended"
+_QUERY_MODE_ACCEPTED = threading.Lock()
+
+
+class _NoTokenEvents(logging.Filter):
+    """msal's cache logs each token event at DEBUG with the tokens masked but the
+    authorization code and the PKCE verifier in clear: that record is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("event=")
+
+
+logging.getLogger("msal.token_cache").addFilter(_NoTokenEvents())
+
+
+@dataclass(frozen=True, slots=True)
+class TokenResult:
+    """An access token and the per-user msal cache it came from. `token_cache` holds the
+    refresh token: store it encrypted. Neither appears in the repr."""
+
+    access_token: str = field(repr=False)
+    expires_at: float
+    scopes: tuple[str, ...]
+    tenant_id: str
+    object_id: str
+    account_id: str
+    token_cache: str = field(repr=False)
+    cache_changed: bool = True
+    username: str | None = None
+    # False when msal answered from the cache, without asking Microsoft.
+    refreshed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConsent:
+    """An admin's consent for a tenant, as the callback reports it. `tenant` comes from the
+    query string and can be forged: trust only the tenant your `state` was bound to."""
+
+    tenant: str
+    scopes: tuple[str, ...]
+
+
+class MicrosoftClient:
+    """One app registration (client id, credential, tenant, authority host). Every method
+    returns its result or raises `MicrosoftError`, never msal's or requests' exceptions
+    (`ValueError` only for a caller's own mistake: a reserved-only scope list, a prompt
+    v2 does not know, a malformed tenant)."""
+
+    def __init__(
+        self,
+        app: MicrosoftApp,
+        redirect_uri: str,
+        *,
+        threads: int = DEFAULT_THREADS,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.app = app
+        self.redirect_uri = redirect_uri
+        self.authority = f"{app.authority_host}/{app.tenant}"
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="msal")
+        self._http = _HttpClient(str(app.ca_file) if app.ca_file else True, timeout, threads)
+        self._http_cache = _SharedHttpCache()
+
+    # --- the operations ----------------------------------------------------------------------
+
+    async def start_authorization(
+        self,
+        scopes: Sequence[str],
+        *,
+        state: str,
+        login_hint: str | None,
+        domain_hint: str | None = None,
+        prompt: str | None = None,
+    ) -> dict[str, Any]:
+        """msal's auth code flow: a dict with `auth_uri` (send the browser there), the PKCE
+        verifier and the nonce. Keep the whole dict server side, keyed by `state`.
+
+        openid/profile/offline_access are msal's to add, so they are dropped from `scopes`.
+        """
+        if prompt is not None and prompt not in PROMPTS:
+            raise ValueError(f"prompt must be one of {', '.join(sorted(PROMPTS))}, got {prompt!r}")
+        wanted = _requested(scopes)
+
+        def work() -> dict[str, Any]:
+            app = self._application(msal.SerializableTokenCache())  # discovery, if not cached
+            with _QUERY_MODE_ACCEPTED, warnings.catch_warnings():
+                warnings.filterwarnings("ignore", _FORM_POST_ADVICE, UserWarning)
+                flow: dict[str, Any] = app.initiate_auth_code_flow(
+                    wanted,
+                    redirect_uri=self.redirect_uri,
+                    state=state,
+                    prompt=prompt,
+                    login_hint=login_hint,
+                    domain_hint=domain_hint,
+                    response_mode="query",
+                )
+            return flow
+
+        return await self._run("authorization", work, refused=ErrorKind.CONFIG)
+
+    async def redeem(
+        self,
+        flow: Mapping[str, Any],
+        query_params: Mapping[str, str],
+        *,
+        scopes: Sequence[str] | None = None,
+    ) -> TokenResult:
+        """Redeem the code the callback brought (msal checks state, PKCE and nonce) into a
+        fresh per-user cache; an error the callback brought is raised, classified. `scopes`
+        narrows the token to one resource when the flow asked for several (AADSTS28000)."""
+        wanted = _requested(scopes) if scopes else None
+
+        def work() -> TokenResult:
+            cache = msal.SerializableTokenCache()
+            app = self._guarded("discovery", lambda: self._application(cache), ErrorKind.CONFIG)
+            result = self._guarded(
+                "code redemption",
+                lambda: app.acquire_token_by_auth_code_flow(
+                    dict(flow), dict(query_params), scopes=wanted
+                ),
+                ErrorKind.BAD_CALLBACK,
+            )
+            return self._redeemed(app, cache, result)
+
+        return await self._run("code redemption", work)
+
+    async def refresh(
+        self,
+        serialized_cache: str,
+        account_id: str,
+        scopes: Sequence[str],
+        *,
+        force: bool = False,
+    ) -> TokenResult:
+        """An access token for `scopes`: from the cache while it has more than five minutes
+        left (msal's rule), else by redeeming the refresh token, which Microsoft rotates.
+        `force` skips the cached access token. Run one refresh per user at a time."""
+        wanted = _requested(scopes)
+
+        def work() -> TokenResult:
+            cache = msal.SerializableTokenCache()
+            try:
+                cache.deserialize(serialized_cache)
+            except ValueError:
+                log.warning("a stored msal token cache is not readable: connect again")
+                raise MicrosoftError.of(ErrorKind.RECONSENT_REQUIRED, "unreadable_cache") from None
+            app = self._guarded("discovery", lambda: self._application(cache), ErrorKind.CONFIG)
+            account = next(
+                (a for a in app.get_accounts() if a.get("home_account_id") == account_id), None
+            )
+            if account is None:
+                raise MicrosoftError.of(ErrorKind.RECONSENT_REQUIRED, "no_account")
+            result = app.acquire_token_silent_with_error(wanted, account, force_refresh=force)
+            if result is None:
+                raise MicrosoftError.of(ErrorKind.RECONSENT_REQUIRED, "no_refresh_token")
+            if "error" in result:
+                raise MicrosoftError(from_response(result))
+            claims = result.get("id_token_claims") or _cached_id_claims(cache, account_id)
+            tenant_id, object_id = _binding(claims)
+            return _token_result(result, cache, tenant_id, object_id, account_id, wanted)
+
+        return await self._run("refresh", work)
+
+    def admin_consent_url(
+        self, state: str, scopes: Sequence[str], *, tenant: str | None = None
+    ) -> str:
+        """Microsoft's v2 admin consent URL (no I/O). `tenant` (the admin's tenant id, when
+        the proxy knows it) defaults to the configured one; never `common`: `organizations`
+        stands in for it. Short Graph scope names are qualified, as this endpoint wants, and
+        msal's reserved scopes are added so that users are not asked for them later."""
+        tenant = tenant or self.app.tenant
+        if tenant in MULTI_TENANT_ALIASES:
+            tenant = "organizations"
+        if not tenant.replace("-", "").replace(".", "").isalnum():
+            raise ValueError(f"not a tenant id or domain: {tenant!r}")
+        qualified = [s if "://" in s or s in RESERVED_SCOPES else GRAPH + s for s in scopes]
+        wanted = list(dict.fromkeys([*qualified, "openid", "profile", "offline_access"]))
+        query = urlencode(
+            {
+                "client_id": self.app.client_id,
+                "scope": " ".join(wanted),
+                "redirect_uri": self.redirect_uri,
+                "state": state,
+            }
+        )
+        return f"{self.app.authority_host}/{tenant}/v2.0/adminconsent?{query}"
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._http.close()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    async def __aenter__(self) -> MicrosoftClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- msal, in the worker threads -------------------------------------------------------
+
+    def _application(self, cache: Any) -> Any:
+        """An msal application around one user's cache; authority discovery comes from the
+        shared http_cache after the first time.
+
+        Instance discovery is off: msal would ask login.microsoftonline.com about any host
+        it does not know (a sovereign cloud alias, a test stand-in), and when a refresh
+        fails it would look up that host's aliases there too; our caches are only ever
+        written through this one authority, so there are no aliases to find. Regional
+        endpoints (ESTS-R, client credentials only) are off as well."""
+        return msal.ConfidentialClientApplication(
+            self.app.client_id,
+            client_credential=self._credential(),
+            authority=self.authority,
+            token_cache=cache,
+            http_client=self._http,
+            http_cache=self._http_cache,
+            instance_discovery=False,
+            azure_region=False,
+        )
+
+    def _credential(self) -> str | dict[str, str]:
+        """Read per use, so a secret or key rotated in its file or variable is picked up."""
+        if self.app.certificate is not None:
+            certificate = self.app.certificate
+            credential = {
+                "private_key": certificate.private_key.reveal(),
+                "thumbprint": certificate.thumbprint,
+            }
+            if certificate.public_certificate is not None:
+                credential["public_certificate"] = certificate.public_certificate.read_text()
+            return credential
+        assert self.app.client_secret is not None  # the config insists on one of the two
+        return self.app.client_secret.reveal()
+
+    def _redeemed(self, app: Any, cache: Any, result: Any) -> TokenResult:
+        if not isinstance(result, dict):
+            raise MicrosoftError.of(ErrorKind.UNKNOWN, "no_answer")
+        if "error" in result:
+            raise MicrosoftError(from_response(result))
+        claims = result.get("id_token_claims") or {}
+        tenant_id, object_id = _binding(claims)
+        if claims.get("aud") != self.app.client_id:
+            raise MicrosoftError.of(ErrorKind.UNKNOWN, "id_token_for_another_client")
+        account = next(
+            (a for a in app.get_accounts() if a.get("local_account_id") == object_id), None
+        )
+        if account is None or "access_token" not in result:
+            raise MicrosoftError.of(ErrorKind.UNKNOWN, "no_account")
+        return _token_result(result, cache, tenant_id, object_id, account["home_account_id"], ())
+
+    def _guarded(self, what: str, work: Callable[[], R], refused: ErrorKind) -> R:
+        """Run msal, its exceptions translated. `refused` is the kind of a ValueError or
+        RuntimeError: msal raises those for a bad authority (discovery answered 4xx) and
+        for a callback that does not answer the flow (state, nonce)."""
+        try:
+            return work()
+        except MicrosoftError:
+            raise
+        except requests.exceptions.SSLError:
+            log.error("%s: TLS to %s failed: check ca_file", what, self.app.authority_host)
+            raise MicrosoftError.of(ErrorKind.CONFIG, "tls_error") from None
+        except OSError as exc:  # requests' exceptions are OSErrors: DNS, refused, timeout
+            log.warning("%s: Microsoft unreachable (%s)", what, type(exc).__name__)
+            raise MicrosoftError.of(ErrorKind.TRANSIENT, "network_error") from None
+        except msal.exceptions.MsalServiceError:  # a 5xx, or msal replaying a throttled one
+            log.warning("%s: Microsoft answered with a server error", what)
+            raise MicrosoftError.of(ErrorKind.TRANSIENT, "server_error") from None
+        except (ValueError, RuntimeError) as exc:
+            # The message may hold the state or id_token claims: log the type only.
+            log.warning("%s refused by msal (%s)", what, type(exc).__name__)
+            raise MicrosoftError.of(refused, "msal_refused") from None
+
+    async def _run(
+        self, what: str, work: Callable[[], R], refused: ErrorKind = ErrorKind.UNKNOWN
+    ) -> R:
+        def guarded() -> R:
+            try:
+                return self._guarded(what, work, refused)
+            except MicrosoftError:
+                raise
+            except Exception as exc:  # msal's internals: never let them reach the caller
+                log.error("%s: unexpected %s from msal", what, type(exc).__name__)
+                raise MicrosoftError.of(ErrorKind.UNKNOWN, "msal_failure") from None
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, guarded)
+
+
+def admin_consent_outcome(query_params: Mapping[str, str]) -> AdminConsent:
+    """What the admin consent callback says; raises MicrosoftError for an error answer.
+    Check its `state` first, yourself."""
+    if "error" in query_params:
+        raise MicrosoftError(from_response(query_params))
+    tenant = query_params.get("tenant", "")
+    if query_params.get("admin_consent", "").lower() != "true" or not tenant:
+        raise MicrosoftError.of(ErrorKind.BAD_CALLBACK, "not_an_admin_consent")
+    return AdminConsent(tenant, tuple(query_params.get("scope", "").split()))
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _binding(claims: Mapping[str, Any]) -> tuple[str, str]:
+    tenant_id, object_id = claims.get("tid"), claims.get("oid")
+    if not (isinstance(tenant_id, str) and tenant_id and isinstance(object_id, str) and object_id):
+        raise MicrosoftError.of(ErrorKind.UNKNOWN, "id_token_without_tid_oid")
+    return tenant_id, object_id
+
+
+def _requested(scopes: Sequence[str]) -> list[str]:
+    wanted = [s for s in dict.fromkeys(scopes) if s and s not in RESERVED_SCOPES]
+    if not wanted:
+        raise ValueError("ask for at least one scope besides openid, profile, offline_access")
+    return wanted
+
+
+def _token_result(
+    result: Mapping[str, Any],
+    cache: Any,
+    tenant_id: str,
+    object_id: str,
+    account_id: str,
+    requested: Sequence[str],
+) -> TokenResult:
+    changed: bool = cache.has_state_changed
+    granted = result.get("scope")
+    # A cache hit has no `scope`: the cached token covers what was asked for.
+    scopes = tuple(granted.split()) if isinstance(granted, str) else tuple(requested)
+    claims = result.get("id_token_claims") or {}
+    return TokenResult(
+        access_token=result["access_token"],
+        expires_at=time.time() + int(result.get("expires_in", 0)),
+        scopes=scopes,
+        tenant_id=tenant_id,
+        object_id=object_id,
+        account_id=account_id,
+        token_cache=cache.serialize(),
+        cache_changed=changed,
+        username=claims.get("preferred_username"),
+        refreshed=result.get("token_source") != "cache",
+    )
+
+
+def _cached_id_claims(cache: Any, account_id: str) -> dict[str, Any]:
+    """The claims of the id_token msal cached at redemption (not verified: see above)."""
+    for entry in cache.search(
+        msal.TokenCache.CredentialType.ID_TOKEN, query={"home_account_id": account_id}
+    ):
+        try:
+            payload = entry["secret"].split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (IndexError, ValueError, binascii.Error):
+            continue
+        if isinstance(claims, dict):
+            return claims
+    return {}
+
+
+class _HttpClient:
+    """The HTTP client msal is given (msal's HttpClient interface: get, post, close).
+
+    One pooled requests session for all worker threads; a timeout on every request
+    (requests has none); one retry, for connection errors only (never for a POST that may
+    have arrived: a code redeemed twice is a replay); no cookie jar (the token endpoint's
+    cookies for one user must not ride along on another's request).
+
+    `verify` (a CA file for a private CA, else True: the certifi bundle) is passed with
+    each request, not set on the session: requests lets REQUESTS_CA_BUNDLE and
+    CURL_CA_BUNDLE from the environment override `session.verify`, but not a per-request
+    value. With no CA file those variables still apply, as ops expect.
+    """
+
+    def __init__(self, verify: str | bool, timeout: float, pool_size: int) -> None:
+        session = requests.Session()
+        session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=1, pool_maxsize=pool_size, max_retries=1
+        )
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        self._session = session
+        self._verify = verify
+        self._timeout = timeout
+
+    def get(self, url: str, **kwargs: Any) -> Any:
+        return self._session.get(url, **self._defaults(kwargs))
+
+    def post(self, url: str, **kwargs: Any) -> Any:
+        return self._session.post(url, **self._defaults(kwargs))
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _defaults(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {"timeout": self._timeout, "verify": self._verify, **kwargs}
+
+
+class _SharedHttpCache(MutableMapping[str, Any]):
+    """msal's http_cache, shared by the applications of many threads.
+
+    msal wraps this mapping in a new ExpiringMapping per application, each with its own
+    lock, and keeps an index (a heap and a dict) under one key that it mutates in place.
+    Shared as a plain dict, two threads would edit one heap under two different locks.
+    Here each reader gets its own copy of the index: a race loses an index update (a cache
+    miss) instead of corrupting the heap; entries the index lost are swept out.
+    """
+
+    INDEX = "_index_"  # msal's key for its index
+    SLACK = 64
+
+    def __init__(self) -> None:
+        self._data: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key: str) -> Any:
+        with self._lock:
+            value = self._data[key]
+            if key == self.INDEX:
+                sequence, timestamps = value
+                return list(sequence), dict(timestamps)
+            return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key.startswith("POST "):
+            # msal would replay a token endpoint's 5xx (and 400s) to every later request
+            # for seconds, under keys that do not tell users apart: one user's transient
+            # failure must not fail everyone's sign-in. Only discovery (GET) is shared.
+            return
+        with self._lock:
+            self._data[key] = value
+            if key == self.INDEX and len(self._data) > len(value[1]) + self.SLACK:
+                indexed = value[1]
+                for orphan in [k for k in self._data if k != key and k not in indexed]:
+                    del self._data[orphan]
+
+    def __delitem__(self, key: str) -> None:
+        with self._lock:
+            del self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        with self._lock:
+            return iter(list(self._data))
+
+    def __len__(self) -> int:
+        return len(self._data)
