@@ -580,3 +580,24 @@ def test_declined_then_connect_by_hand(person: Person) -> None:
     go = submit_form(person, page, "connect")
     assert person.get(person.answer(go)).status_code == 303
     assert person.env.integration(ALICE)["status"] == "connected"  # type: ignore[index]
+
+
+# --- Microsoft's other answers -------------------------------------------------------------
+
+
+def test_config_error_is_loud_for_ops_and_quiet_for_the_user(person: Person) -> None:
+    env = person.env
+    env.standin.expire_secret(DEMO_APP_ID)
+    first = person.sign_in(user_id(ALICE, "mode-every_sign_in"))
+    landed = person.get(person.answer(first))
+    assert landed.status_code == 200
+    assert title(landed) == "Office 365 cannot be connected right now"
+    assert 'href="/home"' in landed.text
+    assert "7000222" not in landed.text or "Reference" in landed.text
+    errors = [
+        json.loads(line)
+        for line in env.proxy.logs().splitlines()
+        if line.startswith("{") and '"level": "error"' in line
+    ]
+    assert any("config" in e["message"] and "7000222" in e["message"] for e in errors), errors
+    assert env.integration(ALICE)["status"] == "failed"  # type: ignore[index]
