@@ -22,8 +22,10 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     ValidationError,
     ValidationInfo,
     model_validator,
@@ -378,7 +380,60 @@ class SqliteStore(_Model):
     path: ConfigPath = Path("consent-proxy.sqlite3")
 
 
-StoreSettings = SqliteStore
+def _redis_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(f"must be redis://host:port/db (rediss:// for TLS), got {value!r}")
+    if parts.username or parts.password:
+        raise ValueError("must not contain credentials: give them in username and password")
+    return value
+
+
+class SentinelSettings(_Model):
+    master_name: str
+    sentinels: Annotated[tuple[str, ...], Field(min_length=1)]  # host:port entries
+    password: Secret | None = None
+
+
+class RedisStore(_Model):
+    """Redis, for several replicas: they must all use the same server and key_prefix."""
+
+    type: Literal["redis"]
+    # redis://host:6379/0, rediss:// for TLS; the password goes in `password`, not here.
+    url: Annotated[str, AfterValidator(_redis_url)] = "redis://127.0.0.1:6379/0"
+    password: Secret | None = None
+    username: str | None = None
+    ca_file: ConfigFile | None = None
+    key_prefix: Annotated[str, Field(min_length=1, max_length=100)] = "consent-proxy:"
+    sentinel: SentinelSettings | None = None
+    cluster: bool = False
+    timeout: Annotated[float, Field(gt=0, le=60)] = 1.0
+    max_connections: Annotated[int, Field(ge=1, le=10_000)] = 64
+
+    @model_validator(mode="after")
+    def _one_topology(self) -> RedisStore:
+        if self.sentinel is not None and self.cluster:
+            raise ValueError("give sentinel or cluster, not both")
+        return self
+
+
+def _store_type(data: Any) -> str:
+    if isinstance(data, dict):
+        return str(data.get("type", "sqlite"))
+    return str(getattr(data, "type", "sqlite"))
+
+
+StoreSettings = Annotated[
+    Annotated[SqliteStore, Tag("sqlite")] | Annotated[RedisStore, Tag("redis")],
+    Discriminator(_store_type),
+]
+
+
+class OpsSettings(_Model):
+    """The operations listener: health, readiness, metrics (and the token broker API)."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9090  # 0: no ops listener
 
 
 class Settings(_Model):
@@ -390,6 +445,7 @@ class Settings(_Model):
     sso: SsoSettings = SsoSettings()
     session: SessionSettings = SessionSettings()
     store: StoreSettings = SqliteStore()
+    ops: OpsSettings = OpsSettings()
     policy: ConfigFile | None = None
     consent: ConsentSettings = ConsentSettings()
     microsoft_apps: dict[str, MicrosoftApp] = {}

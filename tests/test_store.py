@@ -119,6 +119,43 @@ def test_pop_of_expired_is_none(make_store: Callable[[], Store]) -> None:
     assert run(make_store, body) is None
 
 
+def test_replace_if_is_compare_and_set(make_store: Callable[[], Store]) -> None:
+    async def body(store: Store) -> None:
+        assert await store.replace_if("lock", "u", b"mine", b"new") is False  # absent
+        await store.put("lock", "u", b"mine", ttl=30)
+        assert await store.replace_if("lock", "u", b"theirs", b"new") is False
+        assert await store.get("lock", "u") == b"mine"
+        assert await store.replace_if("lock", "u", b"mine", b"new", ttl=30) is True
+        assert await store.get("lock", "u") == b"new"
+        await store.put("lock", "old", b"v", ttl=0.05)
+        await asyncio.sleep(0.1)
+        assert await store.replace_if("lock", "old", b"v", b"w") is False  # expired = absent
+
+    run(make_store, body)
+
+
+def test_concurrent_replace_if_has_one_winner(make_store: Callable[[], Store]) -> None:
+    async def body(store: Store) -> list[bool]:
+        await store.put("fence", "u", b"v1", ttl=30)
+        return await asyncio.gather(
+            *(store.replace_if("fence", "u", b"v1", f"v2-{i}".encode(), ttl=30) for i in range(30))
+        )
+
+    assert sorted(run(make_store, body)) == [False] * 29 + [True]
+
+
+def test_delete_if_releases_only_ones_own(make_store: Callable[[], Store]) -> None:
+    async def body(store: Store) -> None:
+        await store.put("lock", "u", b"holder-a", ttl=30)
+        assert await store.delete_if("lock", "u", b"holder-b") is False
+        assert await store.get("lock", "u") == b"holder-a"
+        assert await store.delete_if("lock", "u", b"holder-a") is True
+        assert await store.get("lock", "u") is None
+        assert await store.delete_if("lock", "u", b"holder-a") is False
+
+    run(make_store, body)
+
+
 def test_keys_with_odd_characters(make_store: Callable[[], Store]) -> None:
     odd = ["a:b", "tenant/with/slash", "ünïcode", "with space", "%00", "*", "?"]
 

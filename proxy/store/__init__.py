@@ -1,8 +1,9 @@
 """Where the proxy keeps its state: one small protocol, one implementation per engine.
 
-The protocol is a namespaced key-value store with expiry, plus the two atomic operations
-the proxy's rules need: `add` (insert only if absent: replay protection, locks) and `pop`
-(read and delete at once: one-time `state` values). Values are bytes; typed records are
+The protocol is a namespaced key-value store with expiry, plus the atomic operations the
+proxy's rules need: `add` (insert only if absent: replay protection, locks), `pop` (read
+and delete at once: one-time `state` values), and `replace_if` / `delete_if`
+(compare-and-set: fencing, releasing only one's own lock). Values are bytes; typed records are
 encoded by their owners (session.py, ...). Nothing here knows about HTTP.
 
 Engines: `sqlite` (embedded default, one file, several worker processes on one host) and
@@ -41,6 +42,15 @@ class Store(Protocol):
 
     async def delete(self, namespace: str, key: str) -> bool:
         """Remove; True when something was there."""
+
+    async def replace_if(
+        self, namespace: str, key: str, expected: bytes, value: bytes, ttl: float | None = None
+    ) -> bool:
+        """Write `value` only if the live value is `expected` (compare-and-set); True if so.
+        What locks and fencing are built on: a writer that lost its lock writes nothing."""
+
+    async def delete_if(self, namespace: str, key: str, expected: bytes) -> bool:
+        """Delete only if the live value is `expected` (releasing one's own lock)."""
 
     async def keys(self, namespace: str) -> list[str]:
         """The live keys of a namespace (for status views; not for the request path)."""

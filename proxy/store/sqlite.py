@@ -159,6 +159,33 @@ class SqliteStore:
 
         return await self._run(op)
 
+    async def replace_if(
+        self, namespace: str, key: str, expected: bytes, value: bytes, ttl: float | None = None
+    ) -> bool:
+        now = time.time()
+        expires = now + ttl if ttl is not None else None
+
+        def op(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE kv SET value = ?, expires = ? WHERE namespace = ? AND key = ? "
+                "AND value = ? AND (expires IS NULL OR expires > ?)",
+                (value, expires, namespace, key, expected, now),
+            )
+            return cur.rowcount == 1
+
+        return await self._run(op)
+
+    async def delete_if(self, namespace: str, key: str, expected: bytes) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "DELETE FROM kv WHERE namespace = ? AND key = ? AND value = ? "
+                "AND (expires IS NULL OR expires > ?)",
+                (namespace, key, expected, time.time()),
+            )
+            return cur.rowcount == 1
+
+        return await self._run(op)
+
     async def keys(self, namespace: str) -> list[str]:
         def op(conn: sqlite3.Connection) -> list[str]:
             rows = conn.execute(
