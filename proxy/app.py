@@ -1,10 +1,13 @@
 """The ASGI application: an explicit, ordered composition of the proxy's parts.
 
 A request passes, outermost first:
+    ProtectedHeaders    inbound copies of the headers the proxy sets are removed, always
     SessionMiddleware   who is this browser? (signed cookie -> store, bound to the
                         upstream's session cookie); starts/ends sessions on the response
     Reserved            the consent prefix (callback, connect page...) is answered by the
                         consent journey; everything else goes on
+    IdentityHeaders     a live session: who it is, the integration state, a fresh token,
+                        the signed assertion (tokens.py keeps tokens fresh)
     SignInWatcher       on SSO endpoints only: verify the assertion, watch the answer
     Forwarder           stream to the upstream and back (WebSocketForwarder for sockets)
 Without `sso.endpoints` the proxy is a plain pass-through: only the forwarders run.
@@ -16,12 +19,16 @@ import logging
 from typing import TYPE_CHECKING
 
 from .asgi import App, Receive, Scope, Send
+from .assertion import AssertionSigner
 from .config import Settings, load_settings
 from .forward import Forwarder
-from .headers import RequestHeaderRules
+from .headers import ProtectedHeaders, RequestHeaderRules
+from .identity import IdentityHeaders
 from .session import SessionMiddleware
 from .sso.watch import SignInWatcher
 from .store import Store, open_store
+from .tokens import TokenService
+from .vault import Vault
 from .websocket import WebSocketForwarder
 
 if TYPE_CHECKING:
@@ -39,22 +46,29 @@ class ConsentProxy:
         self.websocket = WebSocketForwarder(settings, rules)
         self.store: Store | None = None
         self.watcher: SignInWatcher | None = None
-        self.http: App = self.forwarder
-        self.sockets: App = self.websocket
         self.journey: ConsentJourney | None = None
+        self.tokens: TokenService | None = None
+        self.signer: AssertionSigner | None = None
+        http: App = self.forwarder
+        sockets: App = self.websocket
         if settings.sso.endpoints:
             self.store = open_store(settings.store)
-            self.watcher = SignInWatcher(self.forwarder, settings, self.store)
-            inner: App = self.watcher
+            self.signer = AssertionSigner(
+                settings.assertion,
+                settings.assertion.audience or settings.public_url or settings.upstream.url,
+            )
             if settings.policy is not None:
-                self.journey = _journey(settings, self.store)
-                inner = Reserved(settings.consent.prefix, self.journey.routes, inner)
-            self.http = SessionMiddleware(
-                inner, settings.session, settings.sso, self.store, self.journey
-            )
-            self.sockets = SessionMiddleware(
-                self.websocket, settings.session, settings.sso, self.store
-            )
+                self.journey, self.tokens = _journey(settings, self.store)
+            self.watcher = SignInWatcher(self.forwarder, settings, self.store)
+            http = IdentityHeaders(self.watcher, settings.headers, self.tokens, self.signer)
+            sockets = IdentityHeaders(self.websocket, settings.headers, self.tokens, self.signer)
+            if self.journey is not None:
+                http = Reserved(settings.consent.prefix, self.journey.routes, http)
+            http = SessionMiddleware(http, settings.session, settings.sso, self.store, self.journey)
+            sockets = SessionMiddleware(sockets, settings.session, settings.sso, self.store)
+        protected = settings.headers.model_dump().values()
+        self.http: App = ProtectedHeaders(http, protected)
+        self.sockets: App = ProtectedHeaders(sockets, protected)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -104,7 +118,7 @@ class Reserved:
             await self.other(scope, receive, send)
 
 
-def _journey(settings: Settings, store: Store) -> ConsentJourney:
+def _journey(settings: Settings, store: Store) -> tuple[ConsentJourney, TokenService]:
     from .consent import ConsentJourney
     from .microsoft import MicrosoftClient
     from .policy import load_checked_policy
@@ -116,7 +130,10 @@ def _journey(settings: Settings, store: Store) -> ConsentJourney:
         name: MicrosoftClient(app, redirect_uri, threads=settings.consent.msal_threads)
         for name, app in settings.microsoft_apps.items()
     }
-    return ConsentJourney(settings, store, lambda: policy, clients)
+    vault = Vault([k.reveal() for k in settings.tokens.encryption_keys])
+    tokens = TokenService(settings, store, vault, clients)
+    journey = ConsentJourney(settings, store, lambda: policy, clients, tokens.invalidate)
+    return journey, tokens
 
 
 def create_app(settings: Settings | None = None) -> ConsentProxy:

@@ -361,6 +361,12 @@ class ConsentSettings(_Model):
 class TokenSettings(_Model):
     # Fernet keys (generate: consent-proxy keygen). The first encrypts; all decrypt.
     encryption_keys: tuple[Secret, ...] = ()
+    # An access token is refreshed this long before it expires (msal's own rule is 300 s).
+    refresh_leeway: Annotated[float, Field(ge=300, le=3000)] = 300.0
+    # After a transient refresh failure, wait this long before trying again (doubling, capped).
+    retry_backoff: Annotated[float, Field(ge=1, le=600)] = 15.0
+    # Other requests of a user wait this long at most for a refresh under way elsewhere.
+    lock_timeout: Annotated[float, Field(ge=1, le=120)] = 20.0
 
     @model_validator(mode="after")
     def _fernet_keys(self) -> TokenSettings:
@@ -373,6 +379,56 @@ class TokenSettings(_Model):
                     "(generate one with `consent-proxy keygen`)"
                 )
         return self
+
+
+def _header_name(value: str) -> str:
+    if not value or any(not (c.isalnum() or c == "-") for c in value):
+        raise ValueError(f"must be a header name of letters, digits and '-', got {value!r}")
+    return value
+
+
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+
+
+class HeaderNames(_Model):
+    """What the app receives. Inbound copies of every one of these (in any spelling) are
+    removed from every request, signed in or not."""
+
+    user: HeaderName = "X-Consent-Proxy-User"
+    tenant_id: HeaderName = "X-Consent-Proxy-Tenant-Id"
+    object_id: HeaderName = "X-Consent-Proxy-Object-Id"
+    integration: HeaderName = "X-Consent-Proxy-Integration"
+    access_token: HeaderName = "X-Consent-Proxy-Access-Token"  # noqa: S105 - a header name
+    token_expires: HeaderName = "X-Consent-Proxy-Token-Expires"  # noqa: S105 - a header name
+    token_route: HeaderName = "X-Consent-Proxy-Token-Route"  # noqa: S105 - a header name
+    ews_url: HeaderName = "X-Consent-Proxy-Ews-Url"
+    assertion: HeaderName = "X-Consent-Proxy-Assertion"
+
+    @model_validator(mode="after")
+    def _distinct(self) -> HeaderNames:
+        names = [v.lower() for v in self.model_dump().values()]
+        if len(set(names)) != len(names):
+            raise ValueError("each header needs its own name")
+        return self
+
+
+class AssertionSettings(_Model):
+    """The signed identity assertion (a short-lived ES256 JWT) the app can verify with the
+    JWKS on the ops listener instead of trusting plain headers."""
+
+    # PEM EC P-256 private keys, newest first: the first signs, all are published.
+    # Without one, a key is made at start-up (fine for one replica; replicas must share).
+    signing_keys: tuple[Secret, ...] = ()
+    lifetime: Annotated[float, Field(ge=10, le=3600)] = 120.0
+    audience: str | None = None  # default: public_url, else upstream.url
+    issuer: str = "consent-proxy"
+
+
+class BrokerSettings(_Model):
+    """The token broker API on the ops listener, for the app's back-end jobs."""
+
+    # Bearer keys the app presents (Authorization: Bearer <key>); none: the API is off.
+    keys: tuple[SigningSecret, ...] = ()
 
 
 class SqliteStore(_Model):
@@ -450,6 +506,9 @@ class Settings(_Model):
     consent: ConsentSettings = ConsentSettings()
     microsoft_apps: dict[str, MicrosoftApp] = {}
     tokens: TokenSettings = TokenSettings()
+    headers: HeaderNames = HeaderNames()
+    assertion: AssertionSettings = AssertionSettings()
+    broker: BrokerSettings = BrokerSettings()
 
     @model_validator(mode="after")
     def _consent_needs(self) -> Settings:

@@ -117,6 +117,7 @@ class ConsentJourney:
         store: Store,
         policy: Callable[[], Policy],
         clients: dict[str, MicrosoftClient],
+        on_change: Callable[[str], None] = lambda user_key: None,
     ) -> None:
         assert settings.public_url is not None
         keys = [k.reveal() for k in settings.tokens.encryption_keys]
@@ -128,6 +129,7 @@ class ConsentJourney:
         self.records = Records(store, self.vault)
         self.policy = policy
         self.clients = clients
+        self.on_change = on_change  # a user's tokens changed: drop what is cached of them
         self.default_app = next(iter(settings.microsoft_apps))
         self._csrf_key = hashlib.sha256(b"csrf\0" + keys[0].encode()).digest()
 
@@ -406,6 +408,7 @@ class ConsentJourney:
             await self._refused(send)
             return
         await self.records.delete_tokens(session.user_key)
+        self.on_change(session.user_key)
         integration = await self.records.integration(session.user_key)
         integration.status = "none"
         integration.granted_scopes = []
@@ -540,6 +543,7 @@ class ConsentJourney:
         record.connected_at = time.time()
         record.last_error_class = record.last_error_code = record.correlation_id = None
         await self.records.save_integration(record)
+        self.on_change(session.user_key)
         log.info("user %s connected Office 365 (%s)", session.user_key, pending.route)
         await _redirect(send, pending.return_to)
 

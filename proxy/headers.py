@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
-from .asgi import Headers
+from .asgi import App, Headers, Receive, Scope, Send
 from .config import IpNetwork, Settings
 from .errors import BadRequest
 
@@ -190,3 +190,20 @@ def _server_netloc(scope: MutableMapping[str, Any]) -> bytes:
         return b""
     host, port = server
     return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}").encode("latin-1")
+
+
+class ProtectedHeaders:
+    """Outermost: the headers the proxy sets are removed from every inbound request, in
+    every spelling, session or not. Nothing downstream ever sees a browser's copy."""
+
+    def __init__(self, app: App, names: Iterable[str]) -> None:
+        self.app = app
+        self.names = frozenset(fold(n.encode("latin-1")) for n in names)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            names = self.names
+            headers = scope["headers"]
+            if any(fold(n) in names for n, _ in headers):
+                scope["headers"] = [(n, v) for n, v in headers if fold(n) not in names]
+        await self.app(scope, receive, send)

@@ -5,6 +5,7 @@ are answered like a person would, and the callback lands back in the app."""
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import re
@@ -137,9 +138,9 @@ class Env:
             conn.close()
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    work = tmp_path_factory.mktemp("consent")
+@contextlib.contextmanager
+def consent_env(work: Path) -> Iterator[Env]:
+    """The app, the Microsoft stand-in, the demo IdP and a proxy in front, all running."""
     app = SsoApp()
     proxy = ProxyProcess({}, work)
     standin_port = free_port()
@@ -189,6 +190,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         proxy.config_path.write_text(json.dumps(config))
         with running(proxy):
             yield Env(app, proxy, idp, standin, ca_file, acs)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    with consent_env(tmp_path_factory.mktemp("consent")) as running_env:
+        yield running_env
 
 
 @pytest.fixture

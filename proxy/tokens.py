@@ -1,0 +1,265 @@
+"""Fresh access tokens for a user: an in-process cache, single-flight refresh, revocation.
+
+The common request (a connected user whose access token has minutes left) is answered
+from memory: no store read, no decryption, no lock. Otherwise one task per user and
+process loads the sealed msal cache and, only when the access token is about to expire,
+refreshes it under a lock in the store (`add` with an expiry), so that replicas never
+redeem the same refresh token twice; a holder that crashed blocks nobody for longer than
+the lock's expiry. The new cache is written with compare-and-set against the version
+that was read (fencing): a holder whose lock ran out writes nothing.
+
+Failures never stop a request: a transient one keeps forwarding the still-valid token (or
+none) and backs off; `invalid_grant` and its kin mark the user `reconsent_required`, drop
+the dead tokens, and leave it to the policy whether the next sign-in prompts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+
+from .config import Settings
+from .integration import TOKENS, Integration, Records
+from .microsoft import MicrosoftClient, MicrosoftError
+from .store import Store, StoreError
+from .vault import Vault, VaultError
+
+log = logging.getLogger("consent_proxy.tokens")
+
+LOCKS = "refresh-lock"
+# How long an answer is reused in process before the store is asked again: bounds how
+# late a disconnect or a refresh on another replica is noticed here.
+MAX_REUSE = 60.0
+NOT_CONNECTED_REUSE = 30.0
+STORE_DOWN_REUSE = 5.0
+LOCK_POLL = 0.05
+UNAVAILABLE = "unavailable"  # the integration state when the store cannot be read
+
+
+@dataclass(frozen=True, slots=True)
+class UserTokens:
+    status: str
+    access_token: str | None = None
+    expires_at: float | None = None
+    route: str | None = None
+    ews_url: str | None = None
+    reuse_until: float = 0.0
+
+    def usable(self, now: float) -> bool:
+        return self.access_token is not None and (self.expires_at or 0) > now + 30
+
+
+class TokenService:
+    def __init__(
+        self, settings: Settings, store: Store, vault: Vault, clients: dict[str, MicrosoftClient]
+    ) -> None:
+        self.settings = settings.tokens
+        self.store = store
+        self.vault = vault
+        self.records = Records(store, vault)
+        self.clients = clients
+        self.default_app = next(iter(clients)) if clients else ""
+        self._cache: dict[str, UserTokens] = {}
+        self._flights: dict[str, asyncio.Future[UserTokens]] = {}
+        self._backoff: dict[str, tuple[float, float]] = {}  # user -> (next try, delay)
+
+    async def for_user(self, user_key: str) -> UserTokens:
+        now = time.time()
+        entry = self._cache.get(user_key)
+        if entry is not None and entry.reuse_until > now:
+            return entry
+        flight = self._flights.get(user_key)
+        if flight is None:
+            flight = asyncio.ensure_future(self._load(user_key, entry))
+            self._flights[user_key] = flight
+            flight.add_done_callback(lambda _: self._flights.pop(user_key, None))
+        return await asyncio.shield(flight)
+
+    def invalidate(self, user_key: str) -> None:
+        self._cache.pop(user_key, None)
+        self._backoff.pop(user_key, None)
+
+    # --- loading and refreshing -----------------------------------------------------------
+
+    async def _load(self, user_key: str, previous: UserTokens | None) -> UserTokens:
+        try:
+            entry = await self._fetch(user_key, previous)
+        except (StoreError, VaultError) as exc:
+            log.warning("tokens for %s unavailable: %s", user_key, exc.description)
+            keep = previous if previous is not None and previous.usable(time.time()) else None
+            entry = UserTokens(
+                status=keep.status if keep else UNAVAILABLE,
+                access_token=keep.access_token if keep else None,
+                expires_at=keep.expires_at if keep else None,
+                route=keep.route if keep else None,
+                ews_url=keep.ews_url if keep else None,
+                reuse_until=time.time() + STORE_DOWN_REUSE,
+            )
+        self._cache[user_key] = entry
+        return entry
+
+    async def _fetch(self, user_key: str, previous: UserTokens | None) -> UserTokens:
+        now = time.time()
+        integration = await self.records.integration(user_key)
+        if integration.status != "connected" or not integration.account_id:
+            return UserTokens(status=integration.status, reuse_until=now + NOT_CONNECTED_REUSE)
+        waiting = self._backoff.get(user_key)
+        if waiting is not None and waiting[0] > now and previous is not None:
+            return _with(previous, reuse_until=min(waiting[0], now + MAX_REUSE))
+        sealed = await self.store.get(TOKENS, user_key)
+        if sealed is None:
+            return UserTokens(status="none", reuse_until=now + NOT_CONNECTED_REUSE)
+        cache = self.vault.open(sealed, f"tokens:{user_key}").decode()
+        if _access_token_expiry(cache, integration.account_id) - self.settings.refresh_leeway > now:
+            try:
+                return await self._from_microsoft(integration, sealed, cache, locked=False)
+            except MicrosoftError as exc:
+                return await self._failed(integration, exc, previous)
+        return await self._refresh_locked(integration, previous)
+
+    async def _refresh_locked(
+        self, integration: Integration, previous: UserTokens | None
+    ) -> UserTokens:
+        user_key = integration.user_key
+        holder = secrets.token_hex(16).encode()
+        deadline = time.monotonic() + self.settings.lock_timeout
+        while not await self.store.add(LOCKS, user_key, holder, ttl=self.settings.lock_timeout):
+            # Someone (here or on another replica) is refreshing: wait for it, then use it.
+            if time.monotonic() > deadline:
+                log.warning(
+                    "refresh lock for %s still held after %ss", user_key, self.settings.lock_timeout
+                )
+                return _stale(previous, "connected")
+            await asyncio.sleep(LOCK_POLL)
+            if await self.store.get(LOCKS, user_key) is None:
+                return await self._fetch(user_key, previous)
+        try:
+            sealed = await self.store.get(TOKENS, user_key)  # again: it may have changed
+            if sealed is None:
+                return UserTokens(status="none", reuse_until=time.time() + NOT_CONNECTED_REUSE)
+            cache = self.vault.open(sealed, f"tokens:{user_key}").decode()
+            previous = previous or _from_cache(integration, cache)
+            return await self._from_microsoft(
+                integration, sealed, cache, locked=True, holder=holder
+            )
+        except MicrosoftError as exc:
+            return await self._failed(integration, exc, previous)
+        finally:
+            await self.store.delete_if(LOCKS, user_key, holder)
+
+    async def _from_microsoft(
+        self,
+        integration: Integration,
+        sealed: bytes,
+        cache: str,
+        locked: bool,
+        holder: bytes = b"",
+    ) -> UserTokens:
+        user_key = integration.user_key
+        client = self.clients.get(integration.app or self.default_app)
+        if client is None:
+            log.error("user %s is connected through unknown app %r", user_key, integration.app)
+            return UserTokens(status="failed", reuse_until=time.time() + NOT_CONNECTED_REUSE)
+        result = await client.refresh(
+            cache, integration.account_id or "", integration.granted_scopes
+        )
+        if result.refreshed and not locked:
+            log.warning("msal refreshed outside the lock for %s", user_key)
+        if result.cache_changed and result.refreshed:
+            if locked and not await self.store.replace_if(
+                LOCKS, user_key, holder, holder, ttl=self.settings.lock_timeout
+            ):
+                log.warning("refresh lock for %s expired mid-refresh: result dropped", user_key)
+                return UserTokens(status="connected", reuse_until=time.time() + STORE_DOWN_REUSE)
+            new = self.vault.seal(result.token_cache.encode(), f"tokens:{user_key}")
+            if not await self.store.replace_if(TOKENS, user_key, sealed, new):
+                log.warning(
+                    "tokens for %s changed during refresh (fenced): result dropped", user_key
+                )
+            else:
+                log.info("access token refreshed for %s", user_key)
+        self._backoff.pop(user_key, None)
+        now = time.time()
+        return UserTokens(
+            status="connected",
+            access_token=result.access_token,
+            expires_at=result.expires_at,
+            route=integration.route,
+            ews_url=integration.ews_url,
+            reuse_until=min(result.expires_at - self.settings.refresh_leeway, now + MAX_REUSE),
+        )
+
+    async def _failed(
+        self, integration: Integration, exc: MicrosoftError, previous: UserTokens | None
+    ) -> UserTokens:
+        user_key, error = integration.user_key, exc.error
+        now = time.time()
+        if error.kind in ("reconsent_required", "user_action", "blocked"):
+            log.warning(
+                "refresh for %s refused (%s): reconsent required", user_key, error.describe()
+            )
+            integration.status = "reconsent_required"
+            integration.last_error_class, integration.last_error_code = error.kind, error.code
+            integration.correlation_id = error.correlation_id
+            await self.records.save_integration(integration)
+            await self.records.delete_tokens(user_key)
+            return UserTokens(status="reconsent_required", reuse_until=now + NOT_CONNECTED_REUSE)
+        _, delay = self._backoff.get(user_key, (0.0, self.settings.retry_backoff / 2))
+        delay = min(delay * 2, 600.0)
+        self._backoff[user_key] = (now + delay, delay)
+        level = logging.ERROR if error.kind == "config" else logging.WARNING
+        log.log(
+            level, "refresh for %s failed (%s): retry in %.0fs", user_key, error.describe(), delay
+        )
+        return _stale(previous, "connected", until=now + delay)
+
+
+def _from_cache(integration: Integration, cache: str) -> UserTokens | None:
+    """The stored access token, to keep forwarding while a refresh cannot happen."""
+    cached = _cached_access_token(cache, integration.account_id or "")
+    if cached is None:
+        return None
+    token, expires = cached
+    return UserTokens("connected", token, expires, integration.route, integration.ews_url)
+
+
+def _with(entry: UserTokens, reuse_until: float) -> UserTokens:
+    return UserTokens(
+        entry.status, entry.access_token, entry.expires_at, entry.route, entry.ews_url, reuse_until
+    )
+
+
+def _stale(previous: UserTokens | None, status: str, until: float | None = None) -> UserTokens:
+    """What to forward while a refresh cannot happen: the old token while it is valid."""
+    now = time.time()
+    reuse = until if until is not None else now + STORE_DOWN_REUSE
+    if previous is not None and previous.usable(now):
+        return _with(previous, min(reuse, (previous.expires_at or now) - 30))
+    return UserTokens(status=status, reuse_until=reuse)
+
+
+def _cached_access_token(cache: str, account_id: str) -> tuple[str, float] | None:
+    """The account's cached access token that lives longest, and its expiry."""
+    try:
+        entries = json.loads(cache).get("AccessToken", {})
+        found = [
+            (float(e.get("expires_on", 0)), str(e["secret"]))
+            for e in entries.values()
+            if isinstance(e, dict) and e.get("home_account_id") == account_id and "secret" in e
+        ]
+    except (ValueError, TypeError, AttributeError, KeyError):
+        return None
+    if not found:
+        return None
+    expires, secret = max(found)
+    return secret, expires
+
+
+def _access_token_expiry(cache: str, account_id: str) -> float:
+    """The latest expiry among the account's cached access tokens (0 when none)."""
+    cached = _cached_access_token(cache, account_id)
+    return cached[1] if cached is not None else 0.0

@@ -1,0 +1,184 @@
+"""Fresh tokens to the app: header forwarding, anti-spoofing, single-flight refresh,
+revocation, transient failures — over the same real servers as the consent journey."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .test_consent import ALICE, PREFIX, Env, Person, consent_env, submit_form, user_id
+
+NAMES = {
+    "user": "x-consent-proxy-user",
+    "tenant": "x-consent-proxy-tenant-id",
+    "oid": "x-consent-proxy-object-id",
+    "integration": "x-consent-proxy-integration",
+    "token": "x-consent-proxy-access-token",
+    "expires": "x-consent-proxy-token-expires",
+    "route": "x-consent-proxy-token-route",
+    "ews": "x-consent-proxy-ews-url",
+    "assertion": "x-consent-proxy-assertion",
+}
+
+
+def claims(jwt: str) -> dict[str, Any]:
+    payload = jwt.split(".")[1]
+    decoded: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return decoded
+
+
+@pytest.fixture
+def person(tmp_path: Path) -> Iterator[Person]:
+    # A proxy of its own per test: what a proxy keeps in memory is part of what is tested.
+    with consent_env(tmp_path) as env:
+        browser = Person(env)
+        yield browser
+        browser.close()
+
+
+def connect(person: Person, lifetime: int = 3600) -> None:
+    person.env.standin.access_token_lifetime = lifetime
+    first = person.sign_in(user_id(ALICE, "mode-every_sign_in"))
+    assert person.get(person.answer(first)).status_code == 303
+
+
+def seen(person: Person, headers: list[tuple[str, str]] | None = None) -> dict[str, str]:
+    response = person.get("/echo", headers=headers or [])
+    assert response.status_code == 200
+    received: dict[str, str] = response.json()["headers"]
+    return received
+
+
+def test_connected_user_gets_identity_and_token_headers(person: Person) -> None:
+    connect(person)
+    got = seen(person)
+    assert got[NAMES["user"]] == ALICE.email
+    assert got[NAMES["tenant"]] == ALICE.tenant_id
+    assert got[NAMES["oid"]] == ALICE.object_id
+    assert got[NAMES["integration"]] == "connected"
+    assert got[NAMES["route"]] == "graph"
+    token = claims(got[NAMES["token"]])
+    assert token["oid"] == ALICE.object_id and "Calendars.Read" in token["scp"]
+    assert abs(int(got[NAMES["expires"]]) - token["exp"]) <= 2  # msal counts from expires_in
+    assertion = claims(got[NAMES["assertion"]])
+    assert assertion["upn"] == ALICE.email and assertion["integration"] == "connected"
+    assert assertion["tid"] == ALICE.tenant_id and assertion["exp"] > assertion["iat"]
+
+
+def test_signed_in_but_not_connected_gets_identity_only(person: Person) -> None:
+    person.sign_in(user_id(ALICE, "mode-never"))
+    got = seen(person)
+    assert got[NAMES["user"]] == ALICE.email
+    assert got[NAMES["integration"]] == "none"
+    assert NAMES["token"] not in got
+
+
+SPOOFS = [
+    ("X-Consent-Proxy-Access-Token", "forged"),
+    ("x-consent-proxy-user", "mallory@evil.example"),
+    ("X_Consent_Proxy_User", "mallory@evil.example"),
+    ("x.consent.proxy.user", "mallory@evil.example"),
+    ("X-CONSENT-PROXY-INTEGRATION", "connected"),
+    ("X-Consent-Proxy-Assertion", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJtYWxsb3J5In0."),
+    ("X-Consent-Proxy-Token-Route", "ews"),
+]
+
+
+@pytest.mark.parametrize("signed_in", [False, True])
+def test_inbound_copies_are_removed_in_every_spelling(person: Person, signed_in: bool) -> None:
+    if signed_in:
+        connect(person)
+    raw = [*SPOOFS, ("X-Consent-Proxy-User", "second@evil.example")]  # with a duplicate
+    got = seen(person, raw)
+    text = json.dumps(got)
+    assert "evil.example" not in text and "forged" not in text
+    assert all(not k.startswith(("x_consent", "x.consent")) for k in got)
+    if signed_in:
+        assert got[NAMES["user"]] == ALICE.email
+    else:
+        assert not any(k.startswith("x-consent-proxy") for k in got)
+
+
+def test_one_refresh_for_a_hundred_concurrent_requests(person: Person) -> None:
+    # Tokens that live less than the refresh leeway are due for refresh at once; the
+    # refreshed one lives an hour.
+    connect(person, lifetime=200)
+    standin = person.env.standin
+    standin.access_token_lifetime = 3600
+    before = standin.refresh_redemptions[ALICE.email]
+    cookies = dict(person.http.cookies)
+
+    def one(_: int) -> str:
+        response = httpx.get(f"{person.env.proxy.url}/echo", cookies=cookies, timeout=30)
+        return str(response.json()["headers"].get(NAMES["token"], ""))
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        tokens = list(pool.map(one, range(100)))
+    assert all(tokens)
+    assert standin.refresh_redemptions[ALICE.email] - before == 1
+    assert len(set(tokens)) == 1
+
+
+def sealed_tokens(where: Env) -> bytes:
+    conn = where.db()
+    try:
+        return bytes(conn.execute("SELECT value FROM kv WHERE namespace = 'tokens'").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_rotated_refresh_token_replaces_the_old_one(person: Person) -> None:
+    connect(person, lifetime=200)
+    person.env.standin.access_token_lifetime = 3600
+    before = sealed_tokens(person.env)
+    assert b"refresh_token" not in before  # sealed at rest
+    assert seen(person)[NAMES["token"]]
+    after = sealed_tokens(person.env)
+    assert after != before  # the cache with the rotated refresh token replaced the old one
+    assert person.env.standin.refresh_redemptions[ALICE.email] == 1
+
+
+def test_revoked_refresh_token_marks_reconsent_required(person: Person) -> None:
+    connect(person, lifetime=200)
+    person.env.standin.revoke_user(ALICE.email)
+    got = seen(person)
+    assert got[NAMES["integration"]] == "reconsent_required"
+    assert NAMES["token"] not in got
+    record = person.env.integration(ALICE)
+    assert record is not None and record["status"] == "reconsent_required"
+    conn = person.env.db()
+    left = conn.execute("SELECT count(*) FROM kv WHERE namespace = 'tokens'").fetchone()[0]
+    conn.close()
+    assert left == 0
+    # every_sign_in: the next sign-in asks again.
+    again = Person(person.env)
+    assert again.at_microsoft(again.sign_in(user_id(ALICE, "mode-every_sign_in")))
+    again.close()
+
+
+def test_transient_refresh_failure_keeps_forwarding_the_valid_token(person: Person) -> None:
+    connect(person, lifetime=200)  # due for refresh, but still valid for minutes
+    person.env.standin.fail_token_requests(5, status=503)
+    got = seen(person)
+    assert got[NAMES["integration"]] == "connected"
+    assert claims(got[NAMES["token"]])["oid"] == ALICE.object_id
+    assert "retry in" in person.env.proxy.logs()
+
+
+def test_disconnect_stops_forwarding_at_once(person: Person) -> None:
+    connect(person)
+    assert NAMES["token"] in seen(person)
+    done = submit_form(person, person.get(PREFIX), "disconnect")
+    assert done.status_code == 200
+    got = seen(person)
+    assert NAMES["token"] not in got
+    assert got[NAMES["integration"]] == "none"
