@@ -178,13 +178,19 @@ class ConsentJourney:
     async def _decide(self, session: Session, sign_in: SignIn) -> Decision:
         integration = await self.records.integration(session.user_key)
         tenant = await self.records.tenant(session.tenant_id)
-        return evaluate(
+        decision = evaluate(
             self.policy(),
             PolicyUser.from_sign_in(sign_in),
             integration.state(),
             (tenant or Tenant("")).state(),
             time.time(),
         )
+        if "scopes_missing" in decision.codes and integration.status == "connected":
+            # An admin widened the rule's scopes: the grant no longer covers it.
+            integration.status = "reconsent_required"
+            await self.records.save_integration(integration)
+            self.on_change(session.user_key)
+        return decision
 
     async def _mark_prompted(self, session: Session, decision: Decision) -> None:
         record = await self.records.integration(session.user_key)

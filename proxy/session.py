@@ -36,6 +36,8 @@ log = logging.getLogger("consent_proxy.session")
 NAMESPACE = "session"
 STATE_KEY = "consent_proxy"
 SALT = "consent-proxy.session"
+REUSE_SECONDS = 30.0
+MAX_RECENT = 100_000
 
 
 @dataclass(slots=True)
@@ -215,6 +217,11 @@ class SessionMiddleware:
         self.store = store
         self.cookie = SessionCookie(settings)
         self.upstream_cookie = settings.upstream_cookie or ""
+        # Sessions verified lately, by cookie value: the common request needs no store read
+        # and no HMAC. A session ended here is forgotten at once; one ended on another
+        # replica is noticed within REUSE_SECONDS (at once if the app's cookie changed).
+        self._recent: dict[str, tuple[Session, str, float]] = {}
+        self._cookie_of: dict[str, str] = {}
         self.logout_paths = frozenset(sso.logout_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -241,6 +248,12 @@ class SessionMiddleware:
         await self.app(scope, receive, send_wrapper)
 
     async def _resume(self, state: RequestState, cookie: str, upstream_value: str | None) -> None:
+        now = time.time()
+        recent = self._recent.get(cookie)
+        if recent is not None and recent[2] > now and recent[0].expires > now:
+            if upstream_value == recent[1]:  # verified before: no store, no crypto
+                state.session = recent[0]
+                return
         session_id = self.cookie.unsign(cookie)
         if session_id is None:
             state.end_reason = "invalid or expired session cookie"
@@ -258,6 +271,19 @@ class SessionMiddleware:
             state.stale = session
         else:
             state.session = session
+            self._remember(cookie, session, upstream_value or "")
+
+    def _remember(self, cookie: str, session: Session, upstream_value: str) -> None:
+        if len(self._recent) >= MAX_RECENT:
+            self._recent.clear()
+            self._cookie_of.clear()
+        self._recent[cookie] = (session, upstream_value, time.time() + REUSE_SECONDS)
+        self._cookie_of[session.id] = cookie
+
+    def _forget(self, session_id: str) -> None:
+        cookie = self._cookie_of.pop(session_id, None)
+        if cookie is not None:
+            self._recent.pop(cookie, None)
 
     async def _on_response(
         self, state: RequestState, message: Message, upstream_value: str | None, had_cookie: bool
@@ -326,6 +352,8 @@ class SessionMiddleware:
     async def _end(self, state: RequestState, reason: str | None = None) -> None:
         session = state.session or state.stale
         state.session = state.stale = None
+        if session is not None:
+            self._forget(session.id)
         if session is None:
             log.info("session cookie dropped: %s", reason or state.end_reason)
             return

@@ -38,6 +38,9 @@ NOT_CONNECTED_REUSE = 30.0
 STORE_DOWN_REUSE = 5.0
 LOCK_POLL = 0.05
 UNAVAILABLE = "unavailable"  # the integration state when the store cannot be read
+# States whose stored tokens are still forwarded: a grant that lacks scopes a rule now asks
+# for (reconsent_required by scope drift) still serves what it covers until consent.
+FORWARDED = ("connected", "reconsent_required")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +108,7 @@ class TokenService:
     async def _fetch(self, user_key: str, previous: UserTokens | None) -> UserTokens:
         now = time.time()
         integration = await self.records.integration(user_key)
-        if integration.status != "connected" or not integration.account_id:
+        if integration.status not in FORWARDED or not integration.account_id:
             return UserTokens(status=integration.status, reuse_until=now + NOT_CONNECTED_REUSE)
         waiting = self._backoff.get(user_key)
         if waiting is not None and waiting[0] > now and previous is not None:
@@ -185,7 +188,7 @@ class TokenService:
         self._backoff.pop(user_key, None)
         now = time.time()
         return UserTokens(
-            status="connected",
+            status=integration.status,
             access_token=result.access_token,
             expires_at=result.expires_at,
             route=integration.route,

@@ -68,6 +68,10 @@ rules:
   - name: every
     match: {groups: [mode-every_sign_in]}
     prompt: every_sign_in
+  - name: drift
+    match: {groups: [drift]}
+    prompt: first_sign_in
+    authorization: {type: graph, scopes: [Calendars.ReadWrite, Contacts.Read]}
   - name: admin-only
     match: {groups: [admin-only]}
     prompt: every_sign_in
@@ -92,6 +96,7 @@ IDP_USERS = [
     *(sso_user(u, f"mode-{m}") for u in (ALICE, BOB) for m in MODES),
     sso_user(FABRIKAM_ADMIN, "mode-every_sign_in"),
     sso_user(ALICE, "admin-only"),
+    sso_user(ALICE, "drift"),
     sso_user(CAROL, "hybrid"),
 ]
 

@@ -182,3 +182,22 @@ def test_disconnect_stops_forwarding_at_once(person: Person) -> None:
     got = seen(person)
     assert NAMES["token"] not in got
     assert got[NAMES["integration"]] == "none"
+
+
+def test_scope_drift_marks_reconsent_and_prompts_for_the_new_scopes(person: Person) -> None:
+    connect(person)  # read-only calendars
+    # The admin's rule for this user now asks for read-write calendars.
+    later = Person(person.env)
+    signed_in = later.sign_in(user_id(ALICE, "drift"))
+    assert later.at_microsoft(signed_in)
+    assert "Calendars.ReadWrite" in signed_in.headers["location"]
+    record = person.env.integration(ALICE)
+    assert record is not None and record["status"] == "reconsent_required"
+    got = seen(later)  # the old grant still serves what it covers meanwhile
+    assert got[NAMES["integration"]] == "reconsent_required"
+    assert NAMES["token"] in got
+    assert later.get(later.answer(signed_in)).status_code == 303
+    record = person.env.integration(ALICE)
+    assert record is not None and record["status"] == "connected"
+    assert "Calendars.ReadWrite" in record["granted_scopes"]
+    later.close()
