@@ -80,8 +80,15 @@ def _parser() -> argparse.ArgumentParser:
     keygen = commands.add_parser("keygen", help="print a new key for tokens.encryption_keys")
     keygen.set_defaults(handler=_keygen)
 
-    demo = commands.add_parser("demo", help="run the proxy in front of a bundled example app")
+    demo = commands.add_parser(
+        "demo", help="the whole journey offline: demo app, SSO IdP, Microsoft stand-in, proxy"
+    )
     demo.add_argument("--port", type=int, default=8080, help="port for the proxy (default: 8080)")
+    demo.add_argument(
+        "--folder",
+        type=Path,
+        help="keep the demo's files (CA, keys, SQLite) here, not in a temp dir",
+    )
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -171,7 +178,7 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo.run import run_demo
 
     setup_logging("info", "text")
-    run_demo(args.port)
+    run_demo(args.port, args.folder)
     return EXIT_OK
 
 

@@ -1,18 +1,49 @@
-"""`consent-proxy demo`: the proxy in front of the bundled example app, on one machine."""
+"""`consent-proxy demo`: the whole journey on one machine, offline.
+
+Four servers in one process: the demo app (a SAML service provider that lists meetings
+and contacts), the demo SAML IdP, the Microsoft identity platform stand-in (HTTPS, with a
+CA made at start-up) and the proxy in front of the app, with SQLite in a temporary folder.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import socket
+import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 
-from ..app import create_app
+from ..app import ConsentProxy, create_app
 from ..config import settings_from_data
 from ..server import uvicorn_options
-from .upstream import create_upstream
+from ..vault import new_key
+from .idp import (
+    DEMO_USERS,
+    EMAIL_ATTRIBUTE,
+    GROUPS_ATTRIBUTE,
+    NAME_ATTRIBUTE,
+    OBJECT_ID_ATTRIBUTE,
+    TENANT_ATTRIBUTE,
+    DemoIdentityProvider,
+)
+from .microsoft import DEMO_APP_ID, DEMO_APP_SECRET, MicrosoftStandIn, demo_app
+from .tls import make_certificates
+from .upstream import DemoApp, DemoAppSettings
+
+IDP_ENTITY = "https://idp.demo.example/metadata"
+APP_ENTITY = "https://app.demo.example/saml/metadata"
+POLICY = Path(__file__).with_name("policy.yaml")
+USER_NOTES = {
+    "alice": "consents on Microsoft's page and sees her meetings and contacts",
+    "bob": "his tenant lets only admins approve apps: shows 'Need admin approval'",
+    "carol": "hybrid Exchange: connected through EWS (fixed permission)",
+}
 
 
 class _QuietServer(uvicorn.Server):
@@ -30,25 +61,115 @@ def free_port() -> int:
         return port
 
 
-def run_demo(port: int) -> None:
-    upstream_port = free_port()
+@dataclass
+class Demo:
+    public_url: str
+    proxy: ConsentProxy
+    servers: list[tuple[str, Any, int, dict[str, Any]]]  # name, app, port, extra options
+    standin: MicrosoftStandIn
+
+
+def build_demo(folder: Path, port: int) -> Demo:
+    """Everything the demo runs, configured; nothing started yet."""
+    public = f"http://127.0.0.1:{port}"
+    app_port, idp_port, ms_port = free_port(), free_port(), free_port()
+    certfile, keyfile, ca_file = make_certificates(folder)
+    standin = MicrosoftStandIn(
+        f"https://127.0.0.1:{ms_port}", apps=[demo_app(f"{public}/.consent-proxy/callback")]
+    )
+    idp = DemoIdentityProvider(
+        IDP_ENTITY,
+        allowed_acs_urls=[f"{public}/saml/acs"],
+        key_file=folder / "idp.key",
+        certificate_file=folder / "idp.pem",
+    )
+    idp_cert = idp.write_certificate(folder / "idp.pem")
+    demo = DemoApp(
+        DemoAppSettings(
+            public_url=public,
+            idp_sso_url=f"http://127.0.0.1:{idp_port}/sso",
+            audience=APP_ENTITY,
+            idp_certificate=idp_cert,
+            graph_url=standin.graph_url,
+            ca_file=ca_file,
+        )
+    )
     settings = settings_from_data(
-        {"upstream": {"url": f"http://127.0.0.1:{upstream_port}"}}, "demo"
+        {
+            "upstream": {"url": f"http://127.0.0.1:{app_port}"},
+            "public_url": public,
+            "store": {"path": str(folder / "consent-proxy.sqlite3")},
+            "session": {
+                "secrets": [{"value": secrets.token_urlsafe(32)}],
+                "upstream_cookie": "demo_session",
+                "cookie_secure": False,
+            },
+            "sso": {
+                "endpoints": [
+                    {
+                        "type": "saml",
+                        "path": "/saml/acs",
+                        "idp_certificates": [str(idp_cert)],
+                        "audience": APP_ENTITY,
+                        "email_attribute": EMAIL_ATTRIBUTE,
+                        "name_attribute": NAME_ATTRIBUTE,
+                        "tenant_attribute": TENANT_ATTRIBUTE,
+                        "object_id_attribute": OBJECT_ID_ATTRIBUTE,
+                        "groups_attribute": GROUPS_ATTRIBUTE,
+                    }
+                ],
+                "logout_paths": ["/logout"],
+            },
+            "policy": str(POLICY),
+            "microsoft_apps": {
+                "demo": {
+                    "client_id": DEMO_APP_ID,
+                    "client_secret": {"value": DEMO_APP_SECRET},
+                    "authority_host": f"https://127.0.0.1:{ms_port}",
+                    "ca_file": str(ca_file),
+                }
+            },
+            "tokens": {"encryption_keys": [{"value": new_key()}]},
+        },
+        "demo",
     )
-    upstream = _QuietServer(
-        uvicorn.Config(create_upstream(), **uvicorn_options("127.0.0.1", upstream_port, "warning"))
+    tls = {"ssl_certfile": str(certfile), "ssl_keyfile": str(keyfile)}
+    return Demo(
+        public_url=public,
+        proxy=create_app(settings),
+        servers=[
+            ("app", demo.app(), app_port, {}),
+            ("idp", idp.app(), idp_port, {}),
+            ("microsoft", standin.app(), ms_port, tls),
+        ],
+        standin=standin,
     )
-    proxy = uvicorn.Server(
-        uvicorn.Config(create_app(settings), **uvicorn_options("127.0.0.1", port, "info"))
-    )
-    print(f"consent-proxy demo: open http://127.0.0.1:{port}/  (Ctrl-C to stop)", flush=True)
 
-    async def both() -> None:
-        upstream_task = asyncio.ensure_future(upstream.serve())
-        try:
-            await proxy.serve()
-        finally:
-            upstream.should_exit = True
-            await upstream_task
 
-    asyncio.run(both())
+async def serve_demo(demo: Demo, port: int, log_level: str = "warning") -> None:
+    helpers = [
+        _QuietServer(uvicorn.Config(app, **uvicorn_options("127.0.0.1", p, log_level), **extra))
+        for _, app, p, extra in demo.servers
+    ]
+    proxy = uvicorn.Server(uvicorn.Config(demo.proxy, **uvicorn_options("127.0.0.1", port, "info")))
+    tasks = [asyncio.ensure_future(server.serve()) for server in helpers]
+    try:
+        await proxy.serve()
+    finally:
+        for server in helpers:
+            server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def run_demo(port: int, folder: Path | None = None) -> None:
+    with contextlib.ExitStack() as stack:
+        if folder is None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="consent-demo-")))
+        folder.mkdir(parents=True, exist_ok=True)
+        demo = build_demo(folder, port)
+        print(f"consent-proxy demo: open {demo.public_url}/  (Ctrl-C to stop)", flush=True)
+        print("Demo users (pick one on the demo IdP's page):", flush=True)
+        for user in DEMO_USERS:
+            print(f"  {user.email:<24} {USER_NOTES.get(user.id, '')}", flush=True)
+        print(f"Connection page: {demo.public_url}/.consent-proxy/", flush=True)
+        asyncio.run(serve_demo(demo, port))

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
@@ -115,7 +117,7 @@ class SignInWatcher:
             upstream = self.settings.upstream
             self._upstream_client = httpx.AsyncClient(
                 base_url=upstream.url,
-                verify=str(upstream.ca_file) if upstream.ca_file else upstream.tls_verify,
+                verify=_verify(upstream.ca_file, upstream.tls_verify),
                 timeout=upstream.timeouts.read,
                 trust_env=False,
             )
@@ -275,3 +277,7 @@ def _form_field(scope: Scope, body: bytes, name: str) -> str:
 
 def _rejected(endpoint: SsoEndpoint, reason: str) -> None:
     log.warning("sign-in not recognised at %s (%s): %s", endpoint.path, endpoint.type, reason)
+
+
+def _verify(ca_file: Path | None, tls_verify: bool) -> ssl.SSLContext | bool:
+    return ssl.create_default_context(cafile=str(ca_file)) if ca_file else tls_verify
