@@ -1,0 +1,98 @@
+"""A person at a browser: Debian's Chromium, driven by Playwright, clicks through the demo —
+sign in at the demo IdP, Microsoft's consent page, back in the app with meetings listed;
+the decline path; the admin-approval page. A screenshot of each page is saved under
+test-output/screenshots/. Nothing here downloads a browser: it uses /usr/bin/chromium."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .test_demo import ROOT, demo  # noqa: F401 - the running demo, as a fixture
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = ROOT / "test-output" / "screenshots"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--ignore-certificate-errors",  # the demo's CA is made at start-up
+]
+
+playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is a test extra")
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is missing: .ci/run installs it with apt")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def page_for(chromium: object) -> object:
+    context = chromium.new_context()  # type: ignore[attr-defined]
+    return context.new_page()
+
+
+def shot(page: object, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def sign_in(page: object, base: str, user: str) -> None:
+    page.goto(base + "/")  # type: ignore[attr-defined]
+    shot(page, "01-app-signed-out")
+    page.click("text=Sign in with SSO")  # type: ignore[attr-defined]
+    shot(page, f"02-idp-{user}")
+    page.click(f"button[value='{user}']")  # type: ignore[attr-defined]
+    page.wait_for_load_state("networkidle")  # type: ignore[attr-defined]
+
+
+def test_alice_accepts_and_sees_her_calendar(chromium: object, demo: tuple[str, Path]) -> None:
+    base, _ = demo
+    page = page_for(chromium)
+    sign_in(page, base, "alice")
+    assert "Permissions requested" in page.content() or "Accept" in page.content()  # type: ignore[attr-defined]
+    shot(page, "03-microsoft-consent")
+    page.click("button[value='accept']")  # type: ignore[attr-defined]
+    page.wait_for_selector("#events li")  # type: ignore[attr-defined]
+    shot(page, "04-app-with-meetings")
+    assert page.inner_text("#integration") == "connected"  # type: ignore[attr-defined]
+    assert page.locator("#contacts li").count() > 0  # type: ignore[attr-defined]
+
+
+def test_carol_declines_and_can_connect_later(chromium: object, demo: tuple[str, Path]) -> None:
+    base, _ = demo
+    page = page_for(chromium)
+    sign_in(page, base, "carol")
+    page.click("button[value='cancel']")  # type: ignore[attr-defined]
+    page.wait_for_selector("h1")  # type: ignore[attr-defined]
+    shot(page, "05-declined")
+    assert page.inner_text("h1") == "Office 365 not connected"  # type: ignore[attr-defined]
+    page.click("a:has-text('Connect later')")  # type: ignore[attr-defined]
+    page.wait_for_url("**/.consent-proxy/")  # type: ignore[attr-defined]
+    shot(page, "06-connection-page")
+    assert "Connect Office 365" in page.content()  # type: ignore[attr-defined]
+
+
+def test_bob_sees_the_admin_approval_page(chromium: object, demo: tuple[str, Path]) -> None:
+    base, _ = demo
+    page = page_for(chromium)
+    sign_in(page, base, "bob")
+    shot(page, "07-microsoft-need-admin-approval")
+    page.click("button[value='back']")  # type: ignore[attr-defined]
+    page.wait_for_selector("h1")  # type: ignore[attr-defined]
+    shot(page, "08-admin-approval")
+    assert page.inner_text("h1") == "An administrator needs to approve this app"  # type: ignore[attr-defined]
+    assert "on behalf of the company" in page.content()  # type: ignore[attr-defined]
