@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_demo import ROOT, demo  # noqa: F401 - the running demo, as a fixture
+from .test_demo import ROOT, running_demo
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = ROOT / "test-output" / "screenshots"
@@ -28,6 +28,12 @@ FLAGS = [
 ]
 
 playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is a test extra")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    with running_demo(tmp_path_factory.mktemp("browser-demo")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
