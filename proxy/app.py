@@ -1,6 +1,7 @@
 """The ASGI application: an explicit, ordered composition of the proxy's parts.
 
 A request passes, outermost first:
+    RequestId           a request id for the upstream, the answer and every log line
     ProtectedHeaders    inbound copies of the headers the proxy sets are removed, always
     SessionMiddleware   who is this browser? (signed cookie -> store, bound to the
                         upstream's session cookie); starts/ends sessions on the response
@@ -20,10 +21,14 @@ from typing import TYPE_CHECKING
 
 from .asgi import App, Receive, Scope, Send
 from .assertion import AssertionSigner
+from .broker import JWKS_PATH, Jwks, TokenBroker
+from .broker import PREFIX as BROKER_PREFIX
 from .config import Settings, load_settings
 from .forward import Forwarder
 from .headers import ProtectedHeaders, RequestHeaderRules
 from .identity import IdentityHeaders
+from .logs import RequestId
+from .ops import Route
 from .session import SessionMiddleware
 from .sso.watch import SignInWatcher
 from .store import Store, open_store
@@ -67,8 +72,20 @@ class ConsentProxy:
             http = SessionMiddleware(http, settings.session, settings.sso, self.store, self.journey)
             sockets = SessionMiddleware(sockets, settings.session, settings.sso, self.store)
         protected = settings.headers.model_dump().values()
-        self.http: App = ProtectedHeaders(http, protected)
-        self.sockets: App = ProtectedHeaders(sockets, protected)
+        # Outermost: the upstream, the answer and every log line of a request carry its id.
+        self.http: App = RequestId(ProtectedHeaders(http, protected))
+        self.sockets: App = RequestId(ProtectedHeaders(sockets, protected))
+
+    def ops_routes(self) -> list[Route]:
+        """What the ops listener serves besides health and metrics: the JWKS of the
+        identity assertion, and the token broker API when keys are configured."""
+        routes: list[Route] = []
+        if self.signer is not None:
+            routes.append(Route(JWKS_PATH, Jwks(self.signer)))
+        keys = [k.reveal() for k in self.settings.broker.keys]
+        if keys and self.tokens is not None and self.store is not None:
+            routes.append(Route(BROKER_PREFIX, TokenBroker(keys, self.tokens, self.store)))
+        return routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

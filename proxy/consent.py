@@ -32,6 +32,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from . import metrics
 from .asgi import Headers, Message, Receive, Scope, Send
 from .config import Settings
 from .integration import Integration, Records, Status, Tenant
@@ -155,6 +156,7 @@ class ConsentJourney:
             decision.rule,
             ", ".join(decision.codes),
         )
+        metrics.PROMPTS.labels(decision.prompt, decision.action).inc()
         if decision.action == "pass":
             return
         status = int(message.get("status", 200))
@@ -190,6 +192,9 @@ class ConsentJourney:
             integration.status = "reconsent_required"
             await self.records.save_integration(integration)
             self.on_change(session.user_key)
+        elif not integration.updated:  # first sign-in: the user is known from now on
+            integration.email, integration.tenant_id = session.email, session.tenant_id
+            await self.records.save_integration(integration)
         return decision
 
     async def _mark_prompted(self, session: Session, decision: Decision) -> None:
@@ -551,6 +556,7 @@ class ConsentJourney:
         await self.records.save_integration(record)
         self.on_change(session.user_key)
         log.info("user %s connected Office 365 (%s)", session.user_key, pending.route)
+        metrics.CONSENT_OUTCOMES.labels("connected").inc()
         await _redirect(send, pending.return_to)
 
     async def _admin_consented(
@@ -572,6 +578,7 @@ class ConsentJourney:
         tenant.approval_required_until = None
         await self.records.save_tenant(tenant)
         log.info("admin consent recorded for tenant %s by %s", tenant.tenant_id, session.user_key)
+        metrics.CONSENT_OUTCOMES.labels("admin_consented").inc()
         # Admin consent gives no code: now the admin's own tokens, through a normal authorize.
         await self._redirect_to_microsoft(send, session, {"next": pending.return_to}, kind="user")
 
@@ -596,6 +603,7 @@ class ConsentJourney:
             await self.records.save_tenant(tenant)
         level = logging.ERROR if error.kind == "config" else logging.WARNING
         log.log(level, "consent for %s ended: %s", session.user_key, error.describe())
+        metrics.CONSENT_OUTCOMES.labels(error.kind).inc()
         await self._error_page(send, session, pending, error)
 
     async def _error_page(
@@ -683,6 +691,7 @@ def _query(scope: Scope) -> dict[str, str]:
 
 
 async def _render(send: Send, status: int, template: str, context: dict[str, Any]) -> None:
+    metrics.count_response(status)
     body = TEMPLATES.get_template(template).render(**context).encode()
     await send(
         {
@@ -724,6 +733,7 @@ async def _page(
 
 
 async def _redirect(send: Send, url: str) -> None:
+    metrics.count_response(303)
     await send(
         {
             "type": "http.response.start",

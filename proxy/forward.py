@@ -18,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+from . import metrics
 from .asgi import Headers, Message, Receive, Scope, Send
 from .config import Settings
 from .errors import BadRequest, UpstreamError
@@ -107,12 +108,14 @@ class Forwarder:
             request = self.rules.upstream_request(scope)
         except BadRequest as exc:
             log.info("request refused: %s %s: %s", scope["method"], scope["path"], exc.description)
+            metrics.count_response(exc.status)  # metrics
             await send_error(scope, send, exc)
             return
         target = scope.get("raw_path") or scope["path"].encode()
         if scope.get("query_string"):
             target = target + b"?" + scope["query_string"]
         body = _request_body(receive) if request.has_body else None
+        send = metrics.watch_response(send)  # metrics: counts the response, times its head
         try:
             exchange = await self.pool.request(
                 scope["method"].encode(), target, request.headers, body, request.chunked

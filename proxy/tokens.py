@@ -22,6 +22,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from . import metrics
 from .config import Settings
 from .integration import TOKENS, Integration, Records
 from .microsoft import MicrosoftClient, MicrosoftError
@@ -185,6 +186,7 @@ class TokenService:
                 )
             else:
                 log.info("access token refreshed for %s", user_key)
+                metrics.TOKEN_REFRESHES.labels("ok").inc()
         self._backoff.pop(user_key, None)
         now = time.time()
         return UserTokens(
@@ -205,6 +207,7 @@ class TokenService:
             log.warning(
                 "refresh for %s refused (%s): reconsent required", user_key, error.describe()
             )
+            metrics.TOKEN_REFRESHES.labels("refused").inc()
             integration.status = "reconsent_required"
             integration.last_error_class, integration.last_error_code = error.kind, error.code
             integration.correlation_id = error.correlation_id
@@ -214,6 +217,7 @@ class TokenService:
         _, delay = self._backoff.get(user_key, (0.0, self.settings.retry_backoff / 2))
         delay = min(delay * 2, 600.0)
         self._backoff[user_key] = (now + delay, delay)
+        metrics.TOKEN_REFRESHES.labels("failed").inc()
         level = logging.ERROR if error.kind == "config" else logging.WARNING
         log.log(
             level, "refresh for %s failed (%s): retry in %.0fs", user_key, error.describe(), delay

@@ -100,6 +100,10 @@ class ProxyProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ProxyProcess:
+        config = yaml.safe_load(self.config_path.read_text()) or {}
+        if "ops" not in config:  # many proxies run at once here: no ops listener unless asked
+            config["ops"] = {"port": 0}
+            self.config_path.write_text(yaml.safe_dump(config))
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
                 [

@@ -144,8 +144,9 @@ class Env:
 
 
 @contextlib.contextmanager
-def consent_env(work: Path) -> Iterator[Env]:
-    """The app, the Microsoft stand-in, the demo IdP and a proxy in front, all running."""
+def consent_env(work: Path, **extra: Any) -> Iterator[Env]:
+    """The app, the Microsoft stand-in, the demo IdP and a proxy in front, all running;
+    `extra` adds or replaces top-level config sections."""
     app = SsoApp()
     proxy = ProxyProcess({}, work)
     standin_port = free_port()
@@ -191,6 +192,7 @@ def consent_env(work: Path) -> Iterator[Env]:
                 }
             },
             "tokens": {"encryption_keys": [{"value": new_key()}]},
+            **extra,
         }
         proxy.config_path.write_text(json.dumps(config))
         with running(proxy):
@@ -288,7 +290,9 @@ def test_prompt_modes(person: Person, mode: str, outcome: str) -> None:
     assert first.status_code == 303
     if mode == "never":
         assert first.headers["location"] == "/home"
-        assert env.integration(ALICE) is None
+        record = env.integration(ALICE)  # known from the first sign-in on, never asked
+        assert record is not None and record["status"] == "none"
+        assert record["prompted_before"] is False
         return
     assert person.at_microsoft(first)
     query = parse_qs(urlsplit(first.headers["location"]).query)

@@ -12,7 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
 
+from .servers import free_port, wait_for_port
 from .test_consent import ALICE, PREFIX, Env, Person, consent_env, submit_form, user_id
 
 NAMES = {
@@ -201,3 +205,62 @@ def test_scope_drift_marks_reconsent_and_prompts_for_the_new_scopes(person: Pers
     assert record is not None and record["status"] == "connected"
     assert "Calendars.ReadWrite" in record["granted_scopes"]
     later.close()
+
+
+# --- the ops listener: JWKS and the token broker ---------------------------------------------
+
+BROKER_KEY = "a-broker-key-for-the-nightly-sync-000001"
+
+
+@pytest.fixture
+def with_ops(tmp_path: Path) -> Iterator[tuple[Person, str]]:
+    port = free_port()
+    extra = {"ops": {"port": port}, "broker": {"keys": [{"value": BROKER_KEY}]}}
+    with consent_env(tmp_path, **extra) as env:
+        wait_for_port(port)
+        browser = Person(env)
+        yield browser, f"http://127.0.0.1:{port}"
+        browser.close()
+
+
+def test_the_assertion_verifies_with_the_published_jwks(with_ops: tuple[Person, str]) -> None:
+    person, ops = with_ops
+    connect(person)
+    token = seen(person)[NAMES["assertion"]]
+    jwks = httpx.get(f"{ops}/.well-known/jwks.json").json()
+    verified = jwt.decode(token, KeySet.import_key_set(jwks), algorithms=["ES256"])
+    assert verified.claims["upn"] == ALICE.email
+    assert verified.claims["aud"] == person.env.proxy.url
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    with pytest.raises(JoseError):
+        jwt.decode(forged, KeySet.import_key_set(jwks), algorithms=["ES256"])
+
+
+def broker(ops: str, user_key: str, key: str | None = BROKER_KEY) -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"} if key is not None else {}
+    return httpx.get(f"{ops}/v1/users/{user_key}/token", headers=headers)
+
+
+def test_token_broker(with_ops: tuple[Person, str]) -> None:
+    person, ops = with_ops
+    alice = f"{ALICE.tenant_id}.{ALICE.object_id}"
+    assert broker(ops, alice, key=None).status_code == 401
+    assert broker(ops, alice, key="wrong-key").status_code == 401
+    assert broker(ops, alice, key=BROKER_KEY + "x").status_code == 401
+    assert broker(ops, "nobody.nowhere").status_code == 404
+    person.sign_in(user_id(ALICE, "mode-never"))  # known, not connected
+    not_connected = broker(ops, alice)
+    assert not_connected.status_code == 409
+    assert not_connected.json() == {"error": "not_connected", "integration": "none"}
+    connect(person)
+    answer = broker(ops, alice)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert claims(body["access_token"])["oid"] == ALICE.object_id
+    assert body["route"] == "graph" and body["expires_at"] > 0
+    assert answer.headers["cache-control"] == "no-store"
+    logs = person.env.proxy.logs()
+    assert "token broker: key #0 asked for" in logs
+    assert body["access_token"] not in logs and BROKER_KEY not in logs
+    assert broker(ops, "a/../b").status_code in (401, 404)
+    assert httpx.post(f"{ops}/v1/users/{alice}/token").status_code == 405

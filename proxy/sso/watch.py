@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 
 import httpx
 
+from .. import metrics
 from ..asgi import App, Message, Receive, Scope, Send
 from ..config import (
     CompletedWhen,
@@ -151,6 +152,7 @@ class SignInWatcher:
         verification: asyncio.Future[SignIn | None] | None = None
         if not buffered.complete:
             _rejected(endpoint, f"body larger than sso.max_body_bytes ({limit}) or incomplete")
+            metrics.SIGN_INS.labels(endpoint.type, "rejected").inc()  # metrics
         else:
             verification = asyncio.ensure_future(
                 self._verify_form(endpoint, scope, buffered.body())
@@ -161,8 +163,10 @@ class SignInWatcher:
             if message["type"] == "http.response.start" and verification is not None:
                 if completed(endpoint.completed_when, message):
                     state.sign_in = await verification
+                    metrics.sign_in_result(endpoint.type, state.sign_in)  # metrics
                 else:
                     verification.cancel()
+                    metrics.SIGN_INS.labels(endpoint.type, "not_completed").inc()  # metrics
                     log.info(
                         "no sign-in at %s: the upstream answered %s, not a completed sign-in",
                         endpoint.path,
@@ -225,6 +229,9 @@ class SignInWatcher:
                     state.sign_in = await self._asserted(
                         endpoint, scope, headers, asserted, cookies
                     )
+                    metrics.sign_in_result(endpoint.type, state.sign_in)  # metrics
+                else:
+                    metrics.SIGN_INS.labels(endpoint.type, "not_completed").inc()  # metrics
             await send(message)
 
         await self.app(scope, receive, watch)

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from .. import metrics
 from . import StoreError
 
 T = TypeVar("T")
@@ -59,6 +60,7 @@ class SqliteStore:
                 self._purge(conn)
             return fn(conn)
         except sqlite3.Error as exc:
+            metrics.STORE_ERRORS.inc()
             raise StoreError(f"SQLite store {str(self.path)!r}: {exc}") from None
 
     def _open(self) -> sqlite3.Connection:
