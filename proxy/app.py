@@ -102,6 +102,8 @@ class ConsentProxy:
             if message["type"] == "lifespan.startup":
                 if self.store is not None:
                     await self.store.ping()  # create and migrate the store before traffic
+                if self.journey is not None:
+                    self.journey.policy_file.start()
                 log.info("forwarding to %s", self.settings.upstream.url)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -112,6 +114,7 @@ class ConsentProxy:
     async def aclose(self) -> None:
         await self.forwarder.aclose()
         if self.journey is not None:
+            await self.journey.policy_file.stop()
             await self.journey.aclose()
         if self.watcher is not None:
             await self.watcher.aclose()
@@ -138,10 +141,10 @@ class Reserved:
 def _journey(settings: Settings, store: Store) -> tuple[ConsentJourney, TokenService]:
     from .consent import ConsentJourney
     from .microsoft import MicrosoftClient
-    from .policy import load_checked_policy
+    from .policy_file import PolicyFile
 
     assert settings.policy is not None
-    policy = load_checked_policy(settings.policy, settings.microsoft_apps)
+    policy = PolicyFile(settings.policy, settings.microsoft_apps)
     redirect_uri = f"{settings.public_url}{settings.consent.prefix}callback"
     clients = {
         name: MicrosoftClient(app, redirect_uri, threads=settings.consent.msal_threads)
@@ -149,7 +152,7 @@ def _journey(settings: Settings, store: Store) -> tuple[ConsentJourney, TokenSer
     }
     vault = Vault([k.reveal() for k in settings.tokens.encryption_keys])
     tokens = TokenService(settings, store, vault, clients)
-    journey = ConsentJourney(settings, store, lambda: policy, clients, tokens.invalidate)
+    journey = ConsentJourney(settings, store, policy, clients, tokens.invalidate)
     return journey, tokens
 
 

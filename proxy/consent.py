@@ -37,7 +37,8 @@ from .asgi import Headers, Message, Receive, Scope, Send
 from .config import Settings
 from .integration import Integration, Records, Status, Tenant
 from .microsoft import ErrorClass, MicrosoftClient, MicrosoftError, classify
-from .policy import Decision, Policy, PolicyUser, evaluate
+from .policy import Decision, PolicyUser, evaluate
+from .policy_file import PolicyFile
 from .session import NAMESPACE as SESSIONS
 from .session import RequestState, Session, request_state
 from .sso import SignIn
@@ -116,7 +117,7 @@ class ConsentJourney:
         self,
         settings: Settings,
         store: Store,
-        policy: Callable[[], Policy],
+        policy: PolicyFile,
         clients: dict[str, MicrosoftClient],
         on_change: Callable[[str], None] = lambda user_key: None,
     ) -> None:
@@ -128,7 +129,8 @@ class ConsentJourney:
         self.store = store
         self.vault = Vault(keys)
         self.records = Records(store, self.vault)
-        self.policy = policy
+        self.policy_file = policy
+        self.policy = policy  # called for the policy in force: reloads take effect at once
         self.clients = clients
         self.on_change = on_change  # a user's tokens changed: drop what is cached of them
         self.default_app = next(iter(settings.microsoft_apps))
