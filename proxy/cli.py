@@ -14,6 +14,7 @@ from . import __version__
 from .config import CONFIG_ENV, Settings, load_settings
 from .errors import ConfigError
 from .logs import setup_logging
+from .store import StoreError
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -76,6 +77,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.set_defaults(handler=_explain)
+
+    status = commands.add_parser(
+        "status", help="a user's Office 365 connection, from the store the config names"
+    )
+    status.add_argument("--config", type=Path, help=f"the config file (default: ${CONFIG_ENV})")
+    status.add_argument("--user", required=True, help="email / UPN, or the user key")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=_status)
 
     keygen = commands.add_parser("keygen", help="print a new key for tokens.encryption_keys")
     keygen.set_defaults(handler=_keygen)
@@ -165,6 +174,56 @@ def _explain(args: argparse.Namespace) -> int:
     else:
         print(explain(policy, user))
     return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from .integration import find_integrations
+
+    settings = load_settings(args.config)
+    try:
+        found = asyncio.run(find_integrations(settings, args.user))
+    except StoreError as exc:
+        print(f"status: {exc.description}", file=sys.stderr)
+        return EXIT_PROBLEM
+    if args.json:
+        print(json.dumps(found, indent=2))
+    elif not found:
+        print(f"{args.user}: no such user in the store (they have not signed in since)")
+    for record in [] if args.json else found:
+        print(_status_text(record))
+    return EXIT_OK if found else EXIT_PROBLEM
+
+
+def _status_text(record: dict[str, object]) -> str:
+    import time
+
+    def when(value: object) -> str:
+        if not isinstance(value, int | float) or not value:
+            return "-"
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(value))
+
+    granted = record.get("granted_scopes")
+    scopes = " ".join(str(s) for s in granted) if isinstance(granted, list) else ""
+    lines = [
+        f"user: {record.get('email') or '-'}  (key {record.get('user_key')})",
+        f"  tenant: {record.get('tenant_id') or '-'}",
+        f"  integration: {record.get('status')}",
+        f"  route: {record.get('route') or '-'}"
+        + (f" ({record.get('ews_url')})" if record.get("ews_url") else ""),
+        f"  granted scopes: {scopes or '-'}",
+        f"  prompted before: {'yes' if record.get('prompted_before') else 'no'}",
+        f"  connected at: {when(record.get('connected_at'))}",
+        f"  updated: {when(record.get('updated'))}",
+    ]
+    if record.get("last_error_code") or record.get("last_error_class"):
+        lines.append(
+            f"  last error: {record.get('last_error_class')} AADSTS{record.get('last_error_code')}"
+            f" (correlation id {record.get('correlation_id') or '-'})"
+        )
+    return "\n".join(lines)
 
 
 def _keygen(args: argparse.Namespace) -> int:

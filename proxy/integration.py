@@ -16,8 +16,9 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
+from .config import Settings
 from .policy import IntegrationState, TenantState
-from .store import Store
+from .store import Store, open_store
 from .vault import Vault
 
 Status = Literal[
@@ -123,3 +124,22 @@ class Records:
 
     async def delete_tokens(self, user_key: str) -> bool:
         return await self.store.delete(TOKENS, user_key)
+
+
+async def find_integrations(settings: Settings, who: str) -> list[dict[str, Any]]:
+    """The records of a user by email / UPN (any case) or user key, for `status`; no
+    secret is read (tokens stay sealed and unopened)."""
+    store = open_store(settings.store)
+    try:
+        wanted = who.strip().lower()
+        direct = _load(Integration, await store.get(INTEGRATIONS, who.strip()))
+        if direct is not None:
+            return [direct.public()]
+        found = []
+        for key in await store.keys(INTEGRATIONS):
+            record = _load(Integration, await store.get(INTEGRATIONS, key))
+            if record is not None and (record.email or "").lower() == wanted:
+                found.append(record.public())
+        return found
+    finally:
+        await store.aclose()

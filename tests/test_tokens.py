@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -264,3 +266,26 @@ def test_token_broker(with_ops: tuple[Person, str]) -> None:
     assert body["access_token"] not in logs and BROKER_KEY not in logs
     assert broker(ops, "a/../b").status_code in (401, 404)
     assert httpx.post(f"{ops}/v1/users/{alice}/token").status_code == 405
+
+
+def test_status_command_reads_the_store(person: Person) -> None:
+    connect(person)
+    config = str(person.env.proxy.config_path)
+    cli = [sys.executable, "-m", "proxy.cli", "status", "--config", config]
+    text = subprocess.run([*cli, "--user", ALICE.email.upper()], capture_output=True, text=True)
+    assert text.returncode == 0, text.stderr
+    assert f"user: {ALICE.email}" in text.stdout
+    assert "integration: connected" in text.stdout and "route: graph" in text.stdout
+    as_json = subprocess.run(
+        [*cli, "--user", f"{ALICE.tenant_id}.{ALICE.object_id}", "--json"],
+        capture_output=True,
+        text=True,
+    )
+    [record] = json.loads(as_json.stdout)
+    assert record["status"] == "connected" and "account_id" not in record
+    assert "eyJ" not in as_json.stdout  # no token, ever
+    missing = subprocess.run(
+        [*cli, "--user", "nobody@nowhere.example"], capture_output=True, text=True
+    )
+    assert missing.returncode == 1
+    assert "no such user" in missing.stdout
