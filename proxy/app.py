@@ -31,7 +31,7 @@ from .logs import RequestId
 from .ops import Route
 from .session import SessionMiddleware
 from .sso.watch import SignInWatcher
-from .store import Store, open_store
+from .store import Store, StoreError, open_store
 from .tokens import TokenService
 from .vault import Vault
 from .websocket import WebSocketForwarder
@@ -101,7 +101,7 @@ class ConsentProxy:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 if self.store is not None:
-                    await self.store.ping()  # create and migrate the store before traffic
+                    await self._first_ping(self.store)
                 if self.journey is not None:
                     self.journey.policy_file.start()
                 log.info("forwarding to %s", self.settings.upstream.url)
@@ -110,6 +110,18 @@ class ConsentProxy:
                 await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _first_ping(self, store: Store) -> None:
+        """Create and migrate an embedded store before traffic (a broken one is a config
+        error); a shared one that is down must not keep the proxy from serving."""
+        try:
+            await store.ping()
+        except StoreError as exc:
+            if self.settings.store.type == "sqlite":
+                raise
+            log.error(
+                "store unavailable at start-up, serving without identity: %s", exc.description
+            )
 
     async def aclose(self) -> None:
         await self.forwarder.aclose()

@@ -442,6 +442,14 @@ def _redis_url(value: str) -> str:
         raise ValueError(f"must be redis://host:port/db (rediss:// for TLS), got {value!r}")
     if parts.username or parts.password:
         raise ValueError("must not contain credentials: give them in username and password")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"has no valid port, got {value!r}")
+    if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise ValueError(f"the path must be a database number such as /0, got {value!r}")
     return value
 
 
@@ -470,6 +478,8 @@ class RedisStore(_Model):
     def _one_topology(self) -> RedisStore:
         if self.sentinel is not None and self.cluster:
             raise ValueError("give sentinel or cluster, not both")
+        if self.ca_file is not None and not self.url.startswith("rediss://"):
+            raise ValueError("ca_file is for TLS: use a rediss:// url, or drop ca_file")
         return self
 
 

@@ -70,4 +70,8 @@ def open_store(settings: StoreSettings) -> Store:
         from .sqlite import SqliteStore
 
         return SqliteStore(settings.path)
+    if settings.type == "redis":
+        from .redis import RedisStore
+
+        return RedisStore(settings)
     raise ConfigError([f"store.type: unknown store type {settings.type!r}"])
