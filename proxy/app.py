@@ -16,6 +16,7 @@ Without `sso.endpoints` the proxy is a plain pass-through: only the forwarders r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,7 @@ class ConsentProxy:
         self.journey: ConsentJourney | None = None
         self.tokens: TokenService | None = None
         self.signer: AssertionSigner | None = None
+        self._tasks: list[asyncio.Future[None]] = []
         http: App = self.forwarder
         sockets: App = self.websocket
         if settings.sso.endpoints:
@@ -104,6 +106,7 @@ class ConsentProxy:
                     await self._first_ping(self.store)
                 if self.journey is not None:
                     self.journey.policy_file.start()
+                    self._tasks.append(asyncio.ensure_future(self.journey.count_waiting_tenants()))
                 log.info("forwarding to %s", self.settings.upstream.url)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -124,6 +127,8 @@ class ConsentProxy:
             )
 
     async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
         await self.forwarder.aclose()
         if self.journey is not None:
             await self.journey.policy_file.stop()

@@ -18,6 +18,7 @@ written to a log or a page.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -35,7 +36,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from . import metrics
 from .asgi import Headers, Message, Receive, Scope, Send
 from .config import Settings
-from .integration import Integration, Records, Status, Tenant
+from .integration import Integration, Records, Status, Tenant, tenants_waiting
 from .microsoft import ErrorClass, MicrosoftClient, MicrosoftError, classify
 from .policy import Decision, PolicyUser, evaluate
 from .policy_file import PolicyFile
@@ -48,6 +49,7 @@ from .vault import Vault, VaultError
 log = logging.getLogger("consent_proxy.consent")
 
 STATES = "consent-state"
+WAITING_COUNT_EVERY = 60.0
 MAX_FORM_BYTES = 16 * 1024
 TEMPLATES = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -264,6 +266,19 @@ class ConsentJourney:
             return Pending(**data)
         except (VaultError, ValueError, TypeError):
             return None
+
+    async def count_waiting_tenants(self) -> None:
+        """Keep the tenants-waiting gauge current (read from the shared store, so every
+        replica reports the same number: aggregate with max)."""
+        while True:
+            await self._count_waiting()
+            await asyncio.sleep(WAITING_COUNT_EVERY)
+
+    async def _count_waiting(self) -> None:
+        try:
+            metrics.TENANTS_WAITING_ADMIN.set(await tenants_waiting(self.store, time.time()))
+        except StoreError as exc:
+            log.debug("tenants waiting not counted: %s", exc.description)
 
     async def aclose(self) -> None:
         for client in self.clients.values():
@@ -581,6 +596,7 @@ class ConsentJourney:
         await self.records.save_tenant(tenant)
         log.info("admin consent recorded for tenant %s by %s", tenant.tenant_id, session.user_key)
         metrics.CONSENT_OUTCOMES.labels("admin_consented").inc()
+        await self._count_waiting()
         # Admin consent gives no code: now the admin's own tokens, through a normal authorize.
         await self._redirect_to_microsoft(send, session, {"next": pending.return_to}, kind="user")
 
@@ -603,6 +619,7 @@ class ConsentJourney:
             )
             tenant.approval_failures += 1
             await self.records.save_tenant(tenant)
+            await self._count_waiting()
         level = logging.ERROR if error.kind == "config" else logging.WARNING
         log.log(level, "consent for %s ended: %s", session.user_key, error.describe())
         metrics.CONSENT_OUTCOMES.labels(error.kind).inc()

@@ -143,3 +143,13 @@ async def find_integrations(settings: Settings, who: str) -> list[dict[str, Any]
         return found
     finally:
         await store.aclose()
+
+
+async def tenants_waiting(store: Store, now: float) -> int:
+    """How many tenants wait for an admin's approval right now (for the metric)."""
+    count = 0
+    for key in await store.keys(TENANTS):
+        record = _load(Tenant, await store.get(TENANTS, key))
+        if record is not None and record.state().waiting(now):
+            count += 1
+    return count

@@ -289,3 +289,23 @@ def test_status_command_reads_the_store(person: Person) -> None:
     )
     assert missing.returncode == 1
     assert "no such user" in missing.stdout
+
+
+def metric(ops: str, name: str) -> float:
+    for line in httpx.get(f"{ops}/metrics").text.splitlines():
+        if line.startswith(name):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not exposed")
+
+
+def test_metrics_follow_the_journey(with_ops: tuple[Person, str]) -> None:
+    person, ops = with_ops
+    from .test_consent import BOB
+
+    first = person.sign_in(user_id(BOB, "mode-every_sign_in"))
+    person.get(person.answer(first, "back"))
+    assert metric(ops, "consent_proxy_tenants_waiting_admin") == 1
+    outcome = 'consent_proxy_consent_outcomes_total{outcome="admin_approval_required"}'
+    assert metric(ops, outcome) == 1
+    assert metric(ops, 'consent_proxy_prompts_total{action="consent",mode="every_sign_in"}') == 1
+    assert metric(ops, 'consent_proxy_sign_ins_total{method="saml",outcome="recognised"}') == 1
