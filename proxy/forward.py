@@ -28,6 +28,9 @@ from .upstream import Exchange, UpstreamPool
 
 log = logging.getLogger("consent_proxy.forward")
 
+# A browser that leaves while the upstream is still silent is noticed from this long on.
+WATCH_AFTER = 0.05
+
 
 class ClientDisconnected(Exception):
     """The browser went away before its request body was complete."""
@@ -138,19 +141,30 @@ class Forwarder:
         exchange: Exchange,
         request: ForwardedRequest,
     ) -> None:
-        if exchange.ready and exchange.complete:
-            # The common case: the whole response arrived in one read. No tasks, no waits.
-            await send(self._start(exchange, request))
-            await send({"type": "http.response.body", "body": exchange.first_chunk()})
-            return
-        watcher = asyncio.ensure_future(_watch_disconnect(receive, exchange))
-        try:
+        if not exchange.ready:
+            armed: list[asyncio.Future[None]] = []
+            # Most answers come within milliseconds: watch for a browser that goes away
+            # only once the wait is long enough to matter, saving a task per request.
+            timer = asyncio.get_running_loop().call_later(
+                WATCH_AFTER, lambda: armed.append(_watch(receive, exchange))
+            )
             try:
                 await exchange.wait_headers()
             except UpstreamError as exc:
                 if not exchange.aborted:
                     await self._fail(scope, send, exc)
                 return
+            finally:
+                timer.cancel()
+                for task in armed:
+                    task.cancel()
+        if exchange.complete:
+            # The common case: the whole response is in. No task, no more waits.
+            await send(self._start(exchange, request))
+            await send({"type": "http.response.body", "body": exchange.first_chunk()})
+            return
+        watcher = _watch(receive, exchange)
+        try:
             await send(self._start(exchange, request))
             await self._stream(exchange, send)
         finally:
@@ -195,6 +209,10 @@ async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
         yield message.get("body", b"")
         if not message.get("more_body", False):
             return
+
+
+def _watch(receive: Receive, exchange: Exchange) -> asyncio.Future[None]:
+    return asyncio.ensure_future(_watch_disconnect(receive, exchange))
 
 
 async def _watch_disconnect(receive: Receive, exchange: Exchange) -> None:

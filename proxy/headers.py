@@ -64,6 +64,9 @@ class RequestHeadersTooLarge(BadRequest):
 WEB_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 
 
+MAX_REMEMBERED_NAMES = 4096  # a bound: names are attacker-chosen
+
+
 def fold(name: bytes) -> bytes:
     """The form some servers turn a header name into: lower case, `_` and `.` as `-`."""
     name = name.lower()
@@ -199,11 +202,21 @@ class ProtectedHeaders:
     def __init__(self, app: App, names: Iterable[str]) -> None:
         self.app = app
         self.names = frozenset(fold(n.encode("latin-1")) for n in names)
+        # Header names repeat from request to request: fold each one once.
+        self._seen: dict[bytes, bool] = {}
+
+    def protected(self, name: bytes) -> bool:
+        hit = self._seen.get(name)
+        if hit is None:
+            hit = fold(name) in self.names
+            if len(self._seen) < MAX_REMEMBERED_NAMES:
+                self._seen[name] = hit
+        return hit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
-            names = self.names
             headers = scope["headers"]
-            if any(fold(n) in names for n, _ in headers):
-                scope["headers"] = [(n, v) for n, v in headers if fold(n) not in names]
+            protected = self.protected
+            if any(protected(n) for n, _ in headers):
+                scope["headers"] = [(n, v) for n, v in headers if not protected(n)]
         await self.app(scope, receive, send)

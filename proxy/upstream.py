@@ -33,6 +33,14 @@ HIGH_WATER = 256 * 1024
 CHUNKED_END = b"0\r\n\r\n"
 
 
+_TIMED_OUT = object()
+
+
+def _expire(waiter: asyncio.Future[object]) -> None:
+    if not waiter.done():
+        waiter.set_result(_TIMED_OUT)
+
+
 class _StaleConnection(UpstreamError):
     """A reused connection was closed by the upstream before it answered."""
 
@@ -46,7 +54,7 @@ class Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._can_write = asyncio.Event()
         self._can_write.set()
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[object] | None = None
         self._reset(head=False)
 
     def _reset(self, head: bool) -> None:
@@ -155,16 +163,20 @@ class Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     async def wait(self, timeout: float, what: str) -> None:
+        # A bare timer rather than asyncio.timeout(): this runs for most requests, and the
+        # context manager's bookkeeping costs more than the wait itself.
         loop = asyncio.get_running_loop()
-        self._waiter = loop.create_future()
+        waiter: asyncio.Future[object] = loop.create_future()
+        self._waiter = waiter
+        timer = loop.call_later(timeout, _expire, waiter)
         try:
-            async with asyncio.timeout(timeout):
-                await self._waiter
-        except TimeoutError:
-            self.close()
-            raise UpstreamTimeout(f"no {what} from the upstream within {timeout:g} s") from None
+            await waiter
         finally:
+            timer.cancel()
             self._waiter = None
+        if waiter.result() is _TIMED_OUT:
+            self.close()
+            raise UpstreamTimeout(f"no {what} from the upstream within {timeout:g} s")
 
     def write(self, data: bytes) -> None:
         if self.closed or self.transport is None:
@@ -416,9 +428,10 @@ class UpstreamPool:
 
 
 def _request_head(method: bytes, target: bytes, headers: Headers, chunked: bool) -> bytes:
-    lines = [b"%b %b HTTP/1.1\r\n" % (method, target)]
-    lines.extend(b"%b: %b\r\n" % (name, value) for name, value in headers)
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
     if chunked:
-        lines.append(b"transfer-encoding: chunked\r\n")
-    lines.append(b"\r\n")
-    return b"".join(lines)
+        parts.append(b"transfer-encoding: chunked\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
