@@ -380,20 +380,21 @@ class ConsentJourney:
     async def _connect(
         self, scope: Scope, receive: Receive, send: Send, state: RequestState
     ) -> None:
-        fields = await self._form(scope, receive, state.session)
-        if fields is None or state.session is None:
-            await self._refused(send)
-            return
-        await self._redirect_to_microsoft(send, state.session, fields, kind="user")
+        await self._start_from_form(scope, receive, send, state, kind="user")
 
     async def _admin_consent(
         self, scope: Scope, receive: Receive, send: Send, state: RequestState
+    ) -> None:
+        await self._start_from_form(scope, receive, send, state, kind="admin")
+
+    async def _start_from_form(
+        self, scope: Scope, receive: Receive, send: Send, state: RequestState, kind: str
     ) -> None:
         fields = await self._form(scope, receive, state.session)
         if fields is None or state.session is None:
             await self._refused(send)
             return
-        await self._redirect_to_microsoft(send, state.session, fields, kind="admin")
+        await self._redirect_to_microsoft(send, state.session, fields, kind=kind)
 
     async def _redirect_to_microsoft(
         self, send: Send, session: Session, fields: dict[str, str], kind: str
