@@ -45,7 +45,10 @@ DEFAULT_WRITE_TIMEOUT = 60.0
 DEFAULT_POOL_TIMEOUT = 5.0
 DEFAULT_MAX_CONNECTIONS = 512
 DEFAULT_MAX_IDLE = 128
-DEFAULT_IDLE_TIMEOUT = 30.0
+# Shorter than the keep-alive of common app servers (uvicorn 5 s, gunicorn 2 s is the
+# outlier): reusing a connection the app is about to close risks a 502 for a request
+# with a body, which cannot be retried.
+DEFAULT_IDLE_TIMEOUT = 4.0
 MIN_SECRET_LENGTH = 32
 
 
