@@ -181,16 +181,21 @@ class ConsentJourney:
         headers.append((b"location", target.encode("latin-1")))
         message["status"] = 303
 
-    async def _decide(self, session: Session, sign_in: SignIn) -> Decision:
-        integration = await self.records.integration(session.user_key)
+    async def _evaluate(
+        self, session: Session, sign_in: SignIn, integration: Integration
+    ) -> Decision:
         tenant = await self.records.tenant(session.tenant_id)
-        decision = evaluate(
+        return evaluate(
             self.policy(),
             PolicyUser.from_sign_in(sign_in),
             integration.state(),
             (tenant or Tenant("")).state(),
             time.time(),
         )
+
+    async def _decide(self, session: Session, sign_in: SignIn) -> Decision:
+        integration = await self.records.integration(session.user_key)
+        decision = await self._evaluate(session, sign_in, integration)
         if "scopes_missing" in decision.codes and integration.status == "connected":
             # An admin widened the rule's scopes: the grant no longer covers it.
             integration.status = "reconsent_required"
@@ -408,14 +413,7 @@ class ConsentJourney:
             attributes={k: tuple(v) for k, v in session.attributes.items()},
         )
         integration = await self.records.integration(session.user_key)
-        tenant = await self.records.tenant(session.tenant_id)
-        decision = evaluate(
-            self.policy(),
-            PolicyUser.from_sign_in(sign_in),
-            integration.state(),
-            (tenant or Tenant("")).state(),
-            time.time(),
-        )
+        decision = await self._evaluate(session, sign_in, integration)
         url = await self._start(session, decision, return_to, kind=kind)
         if url is None:
             await _page(
