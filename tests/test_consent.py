@@ -41,9 +41,9 @@ from proxy.vault import new_key
 
 from .servers import ProxyProcess, ThreadServer, free_port, running
 from .sso_app import SsoApp
+from .stored import session_settings
 from .tls import client_context, https_server, https_url
 
-SECRET = "a-test-session-secret-that-is-long-enough-0001"
 IDP_ENTITY = "https://idp.demo.example/metadata"
 AUDIENCE = "https://app.example.com/saml/metadata"
 PREFIX = "/.consent-proxy/"
@@ -161,11 +161,7 @@ def consent_env(work: Path, **extra: Any) -> Iterator[Env]:
         config = {
             "upstream": {"url": upstream.url},
             "public_url": proxy.url,
-            "session": {
-                "secrets": [{"value": SECRET}],
-                "upstream_cookie": "app_session",
-                "cookie_secure": False,
-            },
+            "session": session_settings(),
             "store": {"path": str(work / "store.sqlite3")},
             "sso": {
                 "endpoints": [

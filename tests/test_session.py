@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +16,8 @@ from proxy.session import SessionCookie, request_cookies, upstream_cookie_change
 
 from .servers import ProxyProcess, ThreadServer, running
 from .sso_app import SsoApp
+from .stored import SECRET, session_settings, stored
 
-SECRET = "a-test-session-secret-that-is-long-enough-0001"
 OLD_SECRET = "an-older-session-secret-still-accepted-000002"
 
 
@@ -97,8 +96,7 @@ def test_cookie_header_attributes() -> None:
     name, value = SessionCookie(settings).header("v", 600)
     assert name == b"set-cookie"
     assert value == (
-        b"consent_proxy=v; Path=/; Max-Age=600; Domain=app.example; Secure; HttpOnly; "
-        b"SameSite=Lax"
+        b"consent_proxy=v; Path=/; Max-Age=600; Domain=app.example; Secure; HttpOnly; SameSite=Lax"
     )
     insecure = SessionCookie(settings.model_copy(update={"cookie_secure": False})).header("v", 1)
     assert b"Secure" not in insecure[1]
@@ -142,11 +140,7 @@ def sso_app() -> Iterator[SsoApp]:
 def proxy_config(upstream: str, store: Path, endpoint: dict[str, Any]) -> dict[str, Any]:
     return {
         "upstream": {"url": upstream},
-        "session": {
-            "secrets": [{"value": SECRET}],
-            "upstream_cookie": "app_session",
-            "cookie_secure": False,
-        },
+        "session": session_settings(),
         "sso": {"endpoints": [endpoint], "logout_paths": ["/logout"]},
         "store": {"path": str(store)},
     }
@@ -175,13 +169,7 @@ def header_proxy(
 
 
 def sessions(proxy: ProxyProcess) -> list[dict[str, Any]]:
-    path = Path(yaml_store_path(proxy))
-    conn = sqlite3.connect(path)
-    try:
-        rows = conn.execute("SELECT value FROM kv WHERE namespace = 'session'").fetchall()
-    finally:
-        conn.close()
-    return [json.loads(row[0]) for row in rows]
+    return stored(Path(yaml_store_path(proxy)), "session")
 
 
 def yaml_store_path(proxy: ProxyProcess) -> str:

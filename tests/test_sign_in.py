@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,8 @@ from proxy.demo.idp import (
 from . import saml_forge as forge
 from .servers import ProxyProcess, ThreadServer, running
 from .sso_app import SsoApp
+from .stored import session_settings, stored
 
-SECRET = "a-test-session-secret-that-is-long-enough-0001"
 IDP_ENTITY = "https://idp.demo.example/metadata"
 AUDIENCE = "https://app.example.com/saml/metadata"
 
@@ -46,12 +45,7 @@ class Harness:
         return self.idp.response(user, audience=AUDIENCE, acs_url=self.acs, **kwargs)
 
     def sessions(self) -> list[dict[str, Any]]:
-        conn = sqlite3.connect(self.proxy.config_path.parent / "store.sqlite3")
-        try:
-            rows = conn.execute("SELECT value FROM kv WHERE namespace = 'session'").fetchall()
-        finally:
-            conn.close()
-        return [json.loads(row[0]) for row in rows]
+        return stored(self.proxy.config_path.parent / "store.sqlite3", "session")
 
     def received_unchanged(self, response: httpx.Response) -> bool:
         digest = hashlib.sha256(response.request.content).hexdigest()
@@ -68,11 +62,7 @@ def saml(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
         idp = DemoIdentityProvider(IDP_ENTITY, allowed_acs_urls=[acs])
         config = {
             "upstream": {"url": upstream.url},
-            "session": {
-                "secrets": [{"value": SECRET}],
-                "upstream_cookie": "app_session",
-                "cookie_secure": False,
-            },
+            "session": session_settings(),
             "store": {"path": str(work / "store.sqlite3")},
             "sso": {
                 "max_body_bytes": 64 * 1024,
@@ -237,12 +227,7 @@ class OidcHarness:
         )
 
     def sessions(self) -> list[dict[str, Any]]:
-        conn = sqlite3.connect(self.proxy.config_path.parent / "store.sqlite3")
-        try:
-            rows = conn.execute("SELECT value FROM kv WHERE namespace = 'session'").fetchall()
-        finally:
-            conn.close()
-        return [json.loads(row[0]) for row in rows]
+        return stored(self.proxy.config_path.parent / "store.sqlite3", "session")
 
 
 @pytest.fixture(scope="module")
@@ -259,11 +244,7 @@ def oidc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcHarness]:
     with running(ThreadServer(app.app())) as upstream, running(idp_server):
         config = {
             "upstream": {"url": upstream.url},
-            "session": {
-                "secrets": [{"value": SECRET}],
-                "upstream_cookie": "app_session",
-                "cookie_secure": False,
-            },
+            "session": session_settings(),
             "store": {"path": str(work / "store.sqlite3")},
             "sso": {
                 "endpoints": [
