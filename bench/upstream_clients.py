@@ -1,6 +1,6 @@
 """The candidates for the upstream leg, measured in one run against the same fixed upstream.
 
-httpx.AsyncClient, aiohttp.ClientSession and proxy.upstream.UpstreamPool each send a fixed
+httpx.AsyncClient, aiohttp.ClientSession and proxy.forward.upstream.UpstreamPool each send a fixed
 number of `GET /` requests (keep-alive, whole body read) under uvloop, at concurrency 1
 and 50; each cell is the best of `--rounds` runs. The upstream is nginx returning a small
 fixed body (backend.py when nginx is not installed), in its own process.
@@ -27,7 +27,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 from servers import SMALL_BODY, exit_on_sigterm, fixed_upstream, have_nginx, machine_lines
 
 from proxy.config import UpstreamSettings
-from proxy.upstream import UpstreamPool
+from proxy.forward.upstream import UpstreamPool
 
 CONCURRENCY = (1, 50)
 
@@ -94,7 +94,7 @@ class Aiohttp(Candidate):
 
 
 class Pool(Candidate):
-    name = "proxy.upstream.UpstreamPool"
+    name = "proxy.forward.upstream.UpstreamPool"
     module = "httptools"
 
     async def open(self) -> Get:

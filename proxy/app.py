@@ -20,25 +20,25 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from .asgi import App, Receive, Scope, Send
-from .assertion import AssertionSigner
-from .broker import JWKS_PATH, Jwks, TokenBroker
-from .broker import PREFIX as BROKER_PREFIX
-from .config import Settings, load_settings
-from .forward import Forwarder
-from .headers import ProtectedHeaders, RequestHeaderRules
-from .identity import IdentityHeaders
-from .logs import RequestId
-from .ops import Route
-from .session import SessionMiddleware
-from .sso.watch import SignInWatcher
-from .store import Store, StoreError, open_store
-from .tokens import TokenService
-from .vault import Vault
-from .websocket import WebSocketForwarder
+from proxy.asgi import App, Receive, Scope, Send
+from proxy.config import Settings, load_settings
+from proxy.consent.tokens import TokenService
+from proxy.forward.forwarder import Forwarder
+from proxy.forward.headers import ProtectedHeaders, RequestHeaderRules
+from proxy.forward.websocket import WebSocketForwarder
+from proxy.identity.assertion import AssertionSigner
+from proxy.identity.headers import IdentityHeaders
+from proxy.identity.session import SessionMiddleware
+from proxy.identity.sso.watch import SignInWatcher
+from proxy.ops.broker import JWKS_PATH, Jwks, TokenBroker
+from proxy.ops.broker import PREFIX as BROKER_PREFIX
+from proxy.ops.listener import Route
+from proxy.ops.logs import RequestId
+from proxy.store import Store, StoreError, open_store
+from proxy.store.vault import Vault
 
 if TYPE_CHECKING:
-    from .consent import ConsentJourney
+    from proxy.consent.journey import ConsentJourney
 
 
 log = logging.getLogger("consent_proxy")
@@ -156,9 +156,9 @@ class Reserved:
 
 
 def _journey(settings: Settings, store: Store) -> tuple[ConsentJourney, TokenService]:
-    from .consent import ConsentJourney
-    from .microsoft import MicrosoftClient
-    from .policy_file import PolicyFile
+    from proxy.consent.journey import ConsentJourney
+    from proxy.microsoft import MicrosoftClient
+    from proxy.policy.file import PolicyFile
 
     assert settings.policy is not None
     policy = PolicyFile(settings.policy, settings.microsoft_apps)

@@ -10,11 +10,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .config import CONFIG_ENV, Settings, load_settings
-from .errors import ConfigError
-from .logs import setup_logging
-from .store import StoreError
+from proxy import __version__
+from proxy.config import CONFIG_ENV, Settings, load_settings
+from proxy.errors import ConfigError
+from proxy.ops.logs import setup_logging
+from proxy.store import StoreError
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .server import serve
+    from proxy.server import serve
 
     settings = load_settings(args.config)
     if args.workers < 1:
@@ -129,14 +129,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _policy_for(settings: Settings) -> None:
-    from .policy import load_checked_policy
+    from proxy.policy.model import load_checked_policy
 
     assert settings.policy is not None
     load_checked_policy(settings.policy, settings.microsoft_apps)
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .policy import check_apps, load_policy, policy_warnings
+    from proxy.policy.model import check_apps, load_policy, policy_warnings
 
     if args.config is None and args.policy is None:
         print("check: give a config file, --policy FILE, or both", file=sys.stderr)
@@ -165,7 +165,7 @@ def _check(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     import json
 
-    from .policy import explain, explain_json, load_policy, user_from_options
+    from proxy.policy.model import explain, explain_json, load_policy, user_from_options
 
     policy = load_policy(args.policy)
     user = user_from_options(args.user, args.tenant, args.attr)
@@ -180,7 +180,7 @@ def _status(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from .integration import find_integrations
+    from proxy.consent.integration import find_integrations
 
     settings = load_settings(args.config)
     try:
@@ -227,14 +227,14 @@ def _status_text(record: dict[str, object]) -> str:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from .vault import new_key
+    from proxy.store.vault import new_key
 
     print(new_key())
     return EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo.run import run_demo
+    from proxy.demo.run import run_demo
 
     setup_logging("info", "text")
     run_demo(args.port, args.folder)

@@ -32,7 +32,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from .errors import ConfigError
+from proxy.errors import ConfigError
 
 CONFIG_ENV = "CONSENT_PROXY_CONFIG"
 
@@ -373,7 +373,7 @@ class TokenSettings(_Model):
 
     @model_validator(mode="after")
     def _fernet_keys(self) -> TokenSettings:
-        from .vault import valid_key
+        from proxy.store.vault import valid_key
 
         for key in self.encryption_keys:
             if not valid_key(key.reveal()):

@@ -36,11 +36,11 @@ from typing import Any
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
-from . import metrics
-from .app import ConsentProxy, create_app
-from .config import CONFIG_ENV, Settings, load_settings
-from .logs import setup_logging
-from .ops import Check, OpsApp, Route, flag_check, ping_check, tcp_check
+from proxy.app import ConsentProxy, create_app
+from proxy.config import CONFIG_ENV, Settings, load_settings
+from proxy.ops import metrics
+from proxy.ops.listener import Check, OpsApp, Route, flag_check, ping_check, tcp_check
+from proxy.ops.logs import setup_logging
 
 log = logging.getLogger("consent_proxy.server")
 

@@ -1,4 +1,4 @@
-"""What an attacker does to a SAML Response, for the tests of `proxy.sso.saml`.
+"""What an attacker does to a SAML Response, for the tests of `proxy.identity.sso.saml`.
 
 Each helper takes a real SAMLResponse signed by the demo IdP (base64, as posted) and returns
 the forgery: signature wrapping variants, tampering, hostile XML. They edit the XML with

@@ -37,7 +37,7 @@ from proxy.demo.microsoft import (
     MicrosoftStandIn,
     demo_app,
 )
-from proxy.vault import new_key
+from proxy.store.vault import new_key
 
 from .servers import ProxyProcess, ThreadServer, free_port, running
 from .sso_app import SsoApp

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from proxy.config import settings_from_data
-from proxy.headers import FORWARDED, MAX_HEADER_BYTES, RequestHeaderRules, fold
+from proxy.forward.headers import FORWARDED, MAX_HEADER_BYTES, RequestHeaderRules, fold
 
 from .conftest import Proxies, echo, no_tracebacks, raw_exchange, received
 from .servers import ProxyProcess, ThreadServer

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from proxy.asgi import Receive, Scope, Send
-from proxy.logs import (
+from proxy.ops.logs import (
     REDACTED,
     RequestId,
     current_request_id,
@@ -202,7 +202,7 @@ def test_auto_format_is_text_on_a_terminal_and_json_elsewhere() -> None:
 
 def test_setup_logging_routes_uvicorn_through_the_same_handler() -> None:
     script = (
-        "import logging; from proxy.logs import setup_logging; setup_logging('info', 'auto'); "
+        "import logging; from proxy.ops.logs import setup_logging; setup_logging('info', 'auto'); "
         f"logging.getLogger('uvicorn.error').error('bad header: Authorization: Bearer {JWT}'); "
         f"logging.getLogger('httpx').info('GET https://x/cb?code={CODE}')"
     )

@@ -25,8 +25,8 @@ from joserfc.jwk import RSAKey
 from proxy.config import OidcEndpoint, settings_from_data
 from proxy.demo.oidc_provider import DEMO_USERS, DemoOpenIdProvider
 from proxy.errors import ConfigError
-from proxy.sso import SignIn, SignInRejected
-from proxy.sso.oidc import DEFAULT_JWKS_TTL, JwksCache, OidcVerifier, http_client_for
+from proxy.identity.sso import SignIn, SignInRejected
+from proxy.identity.sso.oidc import DEFAULT_JWKS_TTL, JwksCache, OidcVerifier, http_client_for
 
 from .servers import ThreadServer, free_port
 from .tls import client_context, https_server, https_url

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.asgi import Receive, Scope, Send
-from proxy.ops import OpsApp, Route, flag_check, ping_check, tcp_check
+from proxy.ops.listener import OpsApp, Route, flag_check, ping_check, tcp_check
 from proxy.store import StoreError
 
 from .conftest import eventually

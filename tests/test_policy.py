@@ -15,7 +15,8 @@ import yaml
 from proxy import policy as policy_module
 from proxy.config import parse_yaml
 from proxy.errors import ConfigError
-from proxy.policy import (
+from proxy.identity.sso import SignIn
+from proxy.policy.model import (
     EwsAuthorization,
     GraphAuthorization,
     IntegrationState,
@@ -32,7 +33,6 @@ from proxy.policy import (
     policy_warnings,
     user_from_options,
 )
-from proxy.sso import SignIn
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 EXAMPLES = sorted(POLICIES.glob("**/*.yaml"))

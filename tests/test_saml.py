@@ -29,8 +29,8 @@ from proxy.demo.idp import (
     DemoUser,
 )
 from proxy.errors import ConfigError
-from proxy.sso import SignIn, SignInRejected, saml
-from proxy.sso.saml import MAX_RESPONSE_BYTES, SamlVerifier
+from proxy.identity.sso import SignIn, SignInRejected, saml
+from proxy.identity.sso.saml import MAX_RESPONSE_BYTES, SamlVerifier
 
 from . import saml_forge as forge
 from .servers import ThreadServer, running

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from proxy.config import Secret, SessionSettings
-from proxy.session import SessionCookie, request_cookies, upstream_cookie_change
+from proxy.identity.session import SessionCookie, request_cookies, upstream_cookie_change
 
 from .servers import ProxyProcess, ThreadServer, running
 from .sso_app import SsoApp

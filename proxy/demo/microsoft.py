@@ -49,8 +49,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from .idp import DEMO_USERS as SSO_USERS
-from .oidc_provider import DemoOpenIdProvider, DemoUser
+from proxy.demo.idp import DEMO_USERS as SSO_USERS
+from proxy.demo.oidc_provider import DemoOpenIdProvider, DemoUser
 
 __all__ = [
     "CONTOSO",

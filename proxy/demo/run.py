@@ -19,11 +19,9 @@ from typing import Any
 
 import uvicorn
 
-from ..app import ConsentProxy, create_app
-from ..config import settings_from_data
-from ..server import uvicorn_options
-from ..vault import new_key
-from .idp import (
+from proxy.app import ConsentProxy, create_app
+from proxy.config import settings_from_data
+from proxy.demo.idp import (
     DEMO_USERS,
     EMAIL_ATTRIBUTE,
     GROUPS_ATTRIBUTE,
@@ -32,9 +30,11 @@ from .idp import (
     TENANT_ATTRIBUTE,
     DemoIdentityProvider,
 )
-from .microsoft import DEMO_APP_ID, DEMO_APP_SECRET, MicrosoftStandIn, demo_app
-from .tls import make_certificates
-from .upstream import DemoApp, DemoAppSettings
+from proxy.demo.microsoft import DEMO_APP_ID, DEMO_APP_SECRET, MicrosoftStandIn, demo_app
+from proxy.demo.tls import make_certificates
+from proxy.demo.upstream import DemoApp, DemoAppSettings
+from proxy.server import uvicorn_options
+from proxy.store.vault import new_key
 
 IDP_ENTITY = "https://idp.demo.example/metadata"
 APP_ENTITY = "https://app.demo.example/saml/metadata"

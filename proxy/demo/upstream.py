@@ -20,9 +20,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ..config import SamlEndpoint
-from ..sso import SignInRejected
-from ..sso.saml import SamlVerifier
+from proxy.config import SamlEndpoint
+from proxy.identity.sso import SignInRejected
+from proxy.identity.sso.saml import SamlVerifier
 
 COOKIE = "demo_session"
 MAX_FORM_BYTES = 256 * 1024

@@ -4,7 +4,7 @@ and what AADSTS errors mean.
 The app registration itself is configured by `proxy.config.MicrosoftApp`.
 """
 
-from .client import (
+from proxy.microsoft.client import (
     DEFAULT_THREADS,
     DEFAULT_TIMEOUT,
     AdminConsent,
@@ -12,7 +12,7 @@ from .client import (
     TokenResult,
     admin_consent_outcome,
 )
-from .errors import (
+from proxy.microsoft.errors import (
     ErrorClass,
     ErrorKind,
     MicrosoftError,

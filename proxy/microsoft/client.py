@@ -49,8 +49,8 @@ from urllib.parse import urlencode
 import msal  # type: ignore[import-untyped]
 import requests  # type: ignore[import-untyped,unused-ignore]
 
-from ..config import MicrosoftApp
-from .errors import ErrorKind, MicrosoftError, from_response
+from proxy.config import MicrosoftApp
+from proxy.microsoft.errors import ErrorKind, MicrosoftError, from_response
 
 __all__ = [
     "DEFAULT_THREADS",

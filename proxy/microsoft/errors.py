@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ..errors import ConsentProxyError
+from proxy.errors import ConsentProxyError
 
 __all__ = [
     "ErrorClass",

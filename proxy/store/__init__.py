@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..config import StoreSettings
-from ..errors import ConfigError, ConsentProxyError
+from proxy.config import StoreSettings
+from proxy.errors import ConfigError, ConsentProxyError
 
 
 class StoreError(ConsentProxyError):
@@ -67,11 +67,11 @@ class Store(Protocol):
 def open_store(settings: StoreSettings) -> Store:
     """The store the settings name; an unknown kind is a loud error, never a fallback."""
     if settings.type == "sqlite":
-        from .sqlite import SqliteStore
+        from proxy.store.sqlite import SqliteStore
 
         return SqliteStore(settings.path)
     if settings.type == "redis":
-        from .redis import RedisStore
+        from proxy.store.redis import RedisStore
 
         return RedisStore(settings)
     raise ConfigError([f"store.type: unknown store type {settings.type!r}"])

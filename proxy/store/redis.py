@@ -36,10 +36,10 @@ from redis.backoff import EqualJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError, RedisClusterException, RedisError, ResponseError
 
-from .. import metrics
-from ..config import RedisStore as RedisSettings
-from ..config import Secret, SentinelSettings
-from . import StoreError
+from proxy.config import RedisStore as RedisSettings
+from proxy.config import Secret, SentinelSettings
+from proxy.ops import metrics
+from proxy.store import StoreError
 
 T = TypeVar("T")
 

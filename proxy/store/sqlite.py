@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from .. import metrics
-from . import StoreError
+from proxy.ops import metrics
+from proxy.store import StoreError
 
 T = TypeVar("T")
 

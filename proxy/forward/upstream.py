@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from .asgi import Headers
-from .config import UpstreamSettings
-from .errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from proxy.asgi import Headers
+from proxy.config import UpstreamSettings
+from proxy.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
 
 # Reading from the upstream pauses once this much of a response waits for the client.
 HIGH_WATER = 256 * 1024

@@ -11,8 +11,8 @@ import json
 from collections.abc import MutableMapping
 from typing import Any
 
-from .asgi import Send
-from .errors import ConsentProxyError
+from proxy.asgi import Send
+from proxy.errors import ConsentProxyError
 
 _PAGE = """<!doctype html>
 <html lang="en">

@@ -23,7 +23,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-from .asgi import Message, Send
+from proxy.asgi import Message, Send
 
 __all__ = [
     "CONSENT_OUTCOMES",

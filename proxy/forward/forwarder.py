@@ -18,13 +18,18 @@ import logging
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-from . import metrics
-from .asgi import Headers, Message, Receive, Scope, Send
-from .config import Settings
-from .errors import BadRequest, UpstreamError
-from .headers import HOP_BY_HOP, ForwardedRequest, RequestHeaderRules, connection_tokens
-from .pages import send_error
-from .upstream import Exchange, UpstreamPool
+from proxy.asgi import Headers, Message, Receive, Scope, Send
+from proxy.config import Settings
+from proxy.errors import BadRequest, UpstreamError
+from proxy.forward.headers import (
+    HOP_BY_HOP,
+    ForwardedRequest,
+    RequestHeaderRules,
+    connection_tokens,
+)
+from proxy.forward.pages import send_error
+from proxy.forward.upstream import Exchange, UpstreamPool
+from proxy.ops import metrics
 
 log = logging.getLogger("consent_proxy.forward")
 

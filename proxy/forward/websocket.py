@@ -19,11 +19,11 @@ from urllib.parse import urlsplit
 from websockets import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.asyncio.client import ClientConnection, connect
 
-from .asgi import Receive, Scope, Send
-from .config import Settings
-from .errors import BadRequest, UpstreamError, UpstreamTimeout
-from .headers import RequestHeaderRules
-from .pages import render_error
+from proxy.asgi import Receive, Scope, Send
+from proxy.config import Settings
+from proxy.errors import BadRequest, UpstreamError, UpstreamTimeout
+from proxy.forward.headers import RequestHeaderRules
+from proxy.forward.pages import render_error
 
 log = logging.getLogger("consent_proxy.websocket")
 

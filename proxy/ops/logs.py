@@ -24,8 +24,8 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, TextIO
 
-from .asgi import App, Headers, Message, Receive, Scope, Send
-from .errors import ConsentProxyError
+from proxy.asgi import App, Headers, Message, Receive, Scope, Send
+from proxy.errors import ConsentProxyError
 
 __all__ = [
     "REDACTED",

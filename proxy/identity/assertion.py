@@ -16,8 +16,8 @@ from typing import Any
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from .config import AssertionSettings
-from .errors import ConfigError
+from proxy.config import AssertionSettings
+from proxy.errors import ConfigError
 
 ALGORITHM = "ES256"
 

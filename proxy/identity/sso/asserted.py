@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from ..config import UpstreamIdentityEndpoint
-from . import SignIn, SignInRejected
+from proxy.config import UpstreamIdentityEndpoint
+from proxy.identity.sso import SignIn, SignInRejected
 
 MAX_WHOAMI_BYTES = 256 * 1024
 # A user name (UPN, email, DOMAIN\\user) never holds these; a header that does is garbage.

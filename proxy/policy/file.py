@@ -15,9 +15,9 @@ import signal
 from collections.abc import Iterable
 from pathlib import Path
 
-from . import metrics
-from .errors import ConfigError
-from .policy import Policy, load_checked_policy
+from proxy.errors import ConfigError
+from proxy.ops import metrics
+from proxy.policy.model import Policy, load_checked_policy
 
 log = logging.getLogger("consent_proxy.policy")
 

@@ -46,9 +46,9 @@ from joserfc.errors import (
 )
 from joserfc.jws import JWSRegistry
 
-from ..config import OidcEndpoint
-from ..errors import ConfigError
-from . import SignIn, SignInRejected, kept_attributes
+from proxy.config import OidcEndpoint
+from proxy.errors import ConfigError
+from proxy.identity.sso import SignIn, SignInRejected, kept_attributes
 
 __all__ = ["JwksCache", "OidcVerifier", "http_client_for"]
 

@@ -21,9 +21,8 @@ from urllib.parse import parse_qs
 
 import httpx
 
-from .. import metrics
-from ..asgi import App, Message, Receive, Scope, Send
-from ..config import (
+from proxy.asgi import App, Message, Receive, Scope, Send
+from proxy.config import (
     CompletedWhen,
     OidcEndpoint,
     SamlEndpoint,
@@ -31,14 +30,15 @@ from ..config import (
     SsoEndpoint,
     UpstreamIdentityEndpoint,
 )
-from ..session import request_cookies, request_state, upstream_cookie_change
-from ..store import Store, StoreError
-from . import SignIn, SignInRejected
-from .asserted import sign_in_from_header, sign_in_from_whoami
+from proxy.identity.session import request_cookies, request_state, upstream_cookie_change
+from proxy.identity.sso import SignIn, SignInRejected
+from proxy.identity.sso.asserted import sign_in_from_header, sign_in_from_whoami
+from proxy.ops import metrics
+from proxy.store import Store, StoreError
 
 if TYPE_CHECKING:
-    from .oidc import OidcVerifier
-    from .saml import SamlVerifier
+    from proxy.identity.sso.oidc import OidcVerifier
+    from proxy.identity.sso.saml import SamlVerifier
 
 
 log = logging.getLogger("consent_proxy.sso")
@@ -94,7 +94,7 @@ class SignInWatcher:
         self.saml: dict[str, SamlVerifier] = {}
         saml = [e for e in settings.sso.endpoints if isinstance(e, SamlEndpoint)]
         if saml:  # signxml and lxml are loaded only where SAML is watched
-            from .saml import SamlVerifier
+            from proxy.identity.sso.saml import SamlVerifier
 
             self.saml = {e.path: SamlVerifier(e, settings.sso.clock_skew) for e in saml}
         self.oidc: dict[str, OidcVerifier] = {}
@@ -104,7 +104,7 @@ class SignInWatcher:
     def _oidc_verifier(self, endpoint: OidcEndpoint) -> OidcVerifier:
         verifier = self.oidc.get(endpoint.path)
         if verifier is None:  # clients are bound to the running loop: make them there
-            from .oidc import OidcVerifier, http_client_for
+            from proxy.identity.sso.oidc import OidcVerifier, http_client_for
 
             client = http_client_for(endpoint)
             self._clients.append(client)

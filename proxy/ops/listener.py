@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from .asgi import App, Receive, Scope, Send
+from proxy.asgi import App, Receive, Scope, Send
 
 __all__ = [
     "DEFAULT_CHECK_TIMEOUT",

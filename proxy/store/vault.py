@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from .errors import ConsentProxyError
+from proxy.errors import ConsentProxyError
 
 
 class VaultError(ConsentProxyError):

@@ -33,18 +33,18 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from . import metrics
-from .asgi import Headers, Message, Receive, Scope, Send
-from .config import Settings
-from .integration import Integration, Records, Status, Tenant, tenants_waiting
-from .microsoft import ErrorClass, MicrosoftClient, MicrosoftError, classify
-from .policy import Decision, PolicyUser, evaluate
-from .policy_file import PolicyFile
-from .session import NAMESPACE as SESSIONS
-from .session import RequestState, Session, request_state
-from .sso import SignIn
-from .store import Store, StoreError
-from .vault import Vault, VaultError
+from proxy.asgi import Headers, Message, Receive, Scope, Send
+from proxy.config import Settings
+from proxy.consent.integration import Integration, Records, Status, Tenant, tenants_waiting
+from proxy.identity.session import NAMESPACE as SESSIONS
+from proxy.identity.session import RequestState, Session, request_state
+from proxy.identity.sso import SignIn
+from proxy.microsoft import ErrorClass, MicrosoftClient, MicrosoftError, classify
+from proxy.ops import metrics
+from proxy.policy.file import PolicyFile
+from proxy.policy.model import Decision, PolicyUser, evaluate
+from proxy.store import Store, StoreError
+from proxy.store.vault import Vault, VaultError
 
 log = logging.getLogger("consent_proxy.consent")
 

@@ -26,10 +26,10 @@ from typing import Protocol
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from .asgi import Message, Receive, Scope, Send
-from .config import SessionSettings, SsoSettings
-from .sso import SignIn
-from .store import Store, StoreError
+from proxy.asgi import Message, Receive, Scope, Send
+from proxy.config import SessionSettings, SsoSettings
+from proxy.identity.sso import SignIn
+from proxy.store import Store, StoreError
 
 log = logging.getLogger("consent_proxy.session")
 

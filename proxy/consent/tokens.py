@@ -22,12 +22,12 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from . import metrics
-from .config import Settings
-from .integration import TOKENS, Integration, Records
-from .microsoft import MicrosoftClient, MicrosoftError
-from .store import Store, StoreError
-from .vault import Vault, VaultError
+from proxy.config import Settings
+from proxy.consent.integration import TOKENS, Integration, Records
+from proxy.microsoft import MicrosoftClient, MicrosoftError
+from proxy.ops import metrics
+from proxy.store import Store, StoreError
+from proxy.store.vault import Vault, VaultError
 
 log = logging.getLogger("consent_proxy.tokens")
 

@@ -44,9 +44,9 @@ from signxml.algorithms import DigestAlgorithm, SignatureMethod
 from signxml.exceptions import InvalidDigest, InvalidInput, InvalidSignature, SignXMLException
 from signxml.verifier import SignatureConfiguration, VerifyResult, XMLVerifier
 
-from ..config import SamlEndpoint
-from ..errors import ConfigError
-from . import SignIn, SignInRejected, kept_attributes
+from proxy.config import SamlEndpoint
+from proxy.errors import ConfigError
+from proxy.identity.sso import SignIn, SignInRejected, kept_attributes
 
 __all__ = ["MAX_RESPONSE_BYTES", "SamlVerifier", "TrustedCertificate", "load_certificates"]
 

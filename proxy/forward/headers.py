@@ -19,9 +19,9 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
-from .asgi import App, Headers, Receive, Scope, Send
-from .config import IpNetwork, Settings
-from .errors import BadRequest
+from proxy.asgi import App, Headers, Receive, Scope, Send
+from proxy.config import IpNetwork, Settings
+from proxy.errors import BadRequest
 
 HOP_BY_HOP = frozenset(
     {

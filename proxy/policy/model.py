@@ -87,9 +87,9 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from .config import describe_errors, read_yaml_file, yaml_path
-from .errors import ConfigError
-from .sso import SignIn
+from proxy.config import describe_errors, read_yaml_file, yaml_path
+from proxy.errors import ConfigError
+from proxy.identity.sso import SignIn
 
 __all__ = [
     "DEFAULTS_RULE",

@@ -16,10 +16,10 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
-from .config import Settings
-from .policy import IntegrationState, TenantState
-from .store import Store, open_store
-from .vault import Vault
+from proxy.config import Settings
+from proxy.policy.model import IntegrationState, TenantState
+from proxy.store import Store, open_store
+from proxy.store.vault import Vault
 
 Status = Literal[
     "none", "connected", "declined", "failed", "admin_approval_required", "reconsent_required"

@@ -17,11 +17,11 @@ import logging
 from typing import Any
 from urllib.parse import unquote
 
-from .asgi import Receive, Scope, Send
-from .assertion import AssertionSigner
-from .integration import INTEGRATIONS
-from .store import Store, StoreError
-from .tokens import FORWARDED, TokenService
+from proxy.asgi import Receive, Scope, Send
+from proxy.consent.integration import INTEGRATIONS
+from proxy.consent.tokens import FORWARDED, TokenService
+from proxy.identity.assertion import AssertionSigner
+from proxy.store import Store, StoreError
 
 log = logging.getLogger("consent_proxy.broker")
 audit = logging.getLogger("consent_proxy.audit")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..errors import ConsentProxyError
+from proxy.errors import ConsentProxyError
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,11 @@ were already removed by `ProtectedHeaders`, so whatever the app finds here, the 
 
 from __future__ import annotations
 
-from .asgi import App, Receive, Scope, Send
-from .assertion import AssertionSigner
-from .config import HeaderNames
-from .session import STATE_KEY, RequestState
-from .tokens import TokenService
+from proxy.asgi import App, Receive, Scope, Send
+from proxy.config import HeaderNames
+from proxy.consent.tokens import TokenService
+from proxy.identity.assertion import AssertionSigner
+from proxy.identity.session import STATE_KEY, RequestState
 
 
 class IdentityHeaders:

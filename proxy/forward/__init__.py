@@ -1,0 +1,7 @@
+"""The data plane: carry requests to the app and answers back, streaming, knowing no identity.
+
+The forwarder and its response rewriting, the pooled HTTP/1.1 upstream client, the
+WebSocket relay, the request-header rules (hop-by-hop, X-Forwarded-*, protected names) and
+the error pages for 502/504. It may import `proxy.config`, `proxy.asgi`, `proxy.errors` and
+`proxy.ops.metrics`/`proxy.ops.logs`; never identity, consent or the store.
+"""
