@@ -158,10 +158,15 @@ class Reserved:
 def _journey(settings: Settings, store: Store) -> tuple[ConsentJourney, TokenService]:
     from proxy.consent.journey import ConsentJourney
     from proxy.microsoft import MicrosoftClient
+    from proxy.ops import metrics
     from proxy.policy.file import PolicyFile
 
     assert settings.policy is not None
-    policy = PolicyFile(settings.policy, settings.microsoft_apps)
+    policy = PolicyFile(
+        settings.policy,
+        settings.microsoft_apps,
+        on_reload=lambda outcome: metrics.POLICY_RELOADS.labels(outcome).inc(),
+    )
     redirect_uri = f"{settings.public_url}{settings.consent.prefix}callback"
     clients = {
         name: MicrosoftClient(app, redirect_uri, threads=settings.consent.msal_threads)

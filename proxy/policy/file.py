@@ -3,7 +3,9 @@
 An edit takes effect on its own (the file is checked every few seconds) or at once on
 SIGHUP. A valid new policy replaces the old one between two requests — nothing is
 dropped; an invalid one is refused with the path of each error, the old policy stays in
-force, and a log line and a metric say so. A bad edit never takes the proxy down.
+force, and a log line says so. A bad edit never takes the proxy down. Each reload's
+outcome, "ok" or "failed", goes to the `on_reload` callback (the proxy counts it in a
+metric; this package knows nothing of metrics).
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from proxy.errors import ConfigError
-from proxy.ops import metrics
 from proxy.policy.model import Policy, load_checked_policy
 
 log = logging.getLogger("consent_proxy.policy")
@@ -25,9 +26,12 @@ CHECK_EVERY = 2.0
 
 
 class PolicyFile:
-    def __init__(self, path: Path, app_names: Iterable[str]) -> None:
+    def __init__(
+        self, path: Path, app_names: Iterable[str], *, on_reload: Callable[[str], None]
+    ) -> None:
         self.path = path
         self.app_names = tuple(app_names)
+        self.on_reload = on_reload
         self.current: Policy = load_checked_policy(path, self.app_names)  # start-up: loud
         self._stamp = self._read_stamp()
         self._task: asyncio.Task[None] | None = None
@@ -48,7 +52,7 @@ class PolicyFile:
         try:
             policy = load_checked_policy(self.path, self.app_names)
         except ConfigError as exc:
-            metrics.POLICY_RELOADS.labels("failed").inc()
+            self.on_reload("failed")
             log.error(
                 "policy %s (%s) refused, the previous one stays in force: %s",
                 self.path,
@@ -57,7 +61,7 @@ class PolicyFile:
             )
             return False
         self.current = policy
-        metrics.POLICY_RELOADS.labels("ok").inc()
+        self.on_reload("ok")
         log.info("policy %s reloaded (%s)", self.path, reason)
         return True
 
