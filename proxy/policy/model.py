@@ -73,7 +73,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple, get_args
+from typing import Annotated, Any, Literal, NamedTuple, Protocol, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -89,7 +89,6 @@ from pydantic_core import ErrorDetails
 
 from proxy.config import describe_errors, read_yaml_file, yaml_path
 from proxy.errors import ConfigError
-from proxy.identity.sso import SignIn
 
 __all__ = [
     "DEFAULTS_RULE",
@@ -566,6 +565,22 @@ def load_checked_policy(path: Path | str, known_app_names: Iterable[str]) -> Pol
 # --- who, and in which state ---------------------------------------------------------------
 
 
+class SignInFacts(Protocol):
+    """What a verified sign-in tells the policy (`proxy.identity.sso.SignIn` has it).
+
+    A Protocol, so that the policy needs nothing from the identity package.
+    """
+
+    @property
+    def subject(self) -> str: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def tenant_id(self) -> str | None: ...
+    @property
+    def attributes(self) -> Mapping[str, tuple[str, ...]]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyUser:
     """The facts about a signed-in user that rules can match on."""
@@ -576,7 +591,7 @@ class PolicyUser:
     attributes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
-    def from_sign_in(cls, sign_in: SignIn) -> PolicyUser:
+    def from_sign_in(cls, sign_in: SignInFacts) -> PolicyUser:
         """The email, else the subject (often the UPN): either must still parse strictly."""
         attributes = {k: tuple(v) for k, v in sign_in.attributes.items()}
         return cls(
