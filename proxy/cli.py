@@ -165,7 +165,7 @@ def _check(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     import json
 
-    from proxy.policy.model import explain, explain_json, load_policy, user_from_options
+    from proxy.policy import explain, explain_json, load_policy, user_from_options
 
     policy = load_policy(args.policy)
     user = user_from_options(args.user, args.tenant, args.attr)

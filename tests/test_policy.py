@@ -16,7 +16,7 @@ from proxy import policy as policy_module
 from proxy.config import parse_yaml
 from proxy.errors import ConfigError
 from proxy.identity.sso import SignIn
-from proxy.policy.model import (
+from proxy.policy import (
     EwsAuthorization,
     GraphAuthorization,
     IntegrationState,

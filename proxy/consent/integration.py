@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
 from proxy.config import Settings
-from proxy.policy.model import IntegrationState, TenantState
+from proxy.policy import IntegrationState, TenantState
 from proxy.store import Store, open_store
 from proxy.store.vault import Vault
 

@@ -41,8 +41,8 @@ from proxy.identity.session import RequestState, Session, request_state
 from proxy.identity.sso import SignIn
 from proxy.microsoft import ErrorClass, MicrosoftClient, MicrosoftError, classify
 from proxy.ops import metrics
+from proxy.policy import Decision, PolicyUser, evaluate
 from proxy.policy.file import PolicyFile
-from proxy.policy.model import Decision, PolicyUser, evaluate
 from proxy.store import Store, StoreError
 from proxy.store.vault import Vault, VaultError
 
