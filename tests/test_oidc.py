@@ -26,7 +26,8 @@ from proxy.config import OidcEndpoint, settings_from_data
 from proxy.demo.oidc_provider import DEMO_USERS, DemoOpenIdProvider
 from proxy.errors import ConfigError
 from proxy.identity.sso import SignIn, SignInRejected
-from proxy.identity.sso.oidc import DEFAULT_JWKS_TTL, JwksCache, OidcVerifier, http_client_for
+from proxy.identity.sso.jwks import DEFAULT_JWKS_TTL, JwksCache, http_client_for
+from proxy.identity.sso.oidc import OidcVerifier
 
 from .servers import ThreadServer, free_port
 from .tls import client_context, https_server, https_url

@@ -1,17 +1,13 @@
 """Everything Entra ID: authorize and admin-consent URLs, code redemption, refresh (msal),
 and what AADSTS errors mean.
 
-The app registration itself is configured by `proxy.config.MicrosoftApp`.
+`client` runs msal in a bounded thread pool, `msal_http` is the HTTP session and shared
+cache msal is given, `results` what the operations return, `errors` what AADSTS codes
+mean. The app registration itself is configured by `proxy.config.MicrosoftApp`; the
+package imports nothing else of the project but `proxy.errors`.
 """
 
-from proxy.microsoft.client import (
-    DEFAULT_THREADS,
-    DEFAULT_TIMEOUT,
-    AdminConsent,
-    MicrosoftClient,
-    TokenResult,
-    admin_consent_outcome,
-)
+from proxy.microsoft.client import DEFAULT_THREADS, DEFAULT_TIMEOUT, MicrosoftClient
 from proxy.microsoft.errors import (
     ErrorClass,
     ErrorKind,
@@ -20,6 +16,7 @@ from proxy.microsoft.errors import (
     classify,
     from_response,
 )
+from proxy.microsoft.results import AdminConsent, TokenResult, admin_consent_outcome
 
 __all__ = [
     "DEFAULT_THREADS",

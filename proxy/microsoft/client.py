@@ -31,17 +31,11 @@ What the caller keeps, and where:
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import http.cookiejar
-import json
 import logging
 import threading
-import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -51,15 +45,10 @@ import requests  # type: ignore[import-untyped,unused-ignore]
 
 from proxy.config import MicrosoftApp
 from proxy.microsoft.errors import ErrorKind, MicrosoftError, from_response
+from proxy.microsoft.msal_http import MsalHttpClient, SharedHttpCache
+from proxy.microsoft.results import TokenResult, binding, cached_id_claims, token_result
 
-__all__ = [
-    "DEFAULT_THREADS",
-    "DEFAULT_TIMEOUT",
-    "AdminConsent",
-    "MicrosoftClient",
-    "TokenResult",
-    "admin_consent_outcome",
-]
+__all__ = ["DEFAULT_THREADS", "DEFAULT_TIMEOUT", "MicrosoftClient"]
 
 log = logging.getLogger(__name__)
 
@@ -93,33 +82,6 @@ class _NoTokenEvents(logging.Filter):
 logging.getLogger("msal.token_cache").addFilter(_NoTokenEvents())
 
 
-@dataclass(frozen=True, slots=True)
-class TokenResult:
-    """An access token and the per-user msal cache it came from. `token_cache` holds the
-    refresh token: store it encrypted. Neither appears in the repr."""
-
-    access_token: str = field(repr=False)
-    expires_at: float
-    scopes: tuple[str, ...]
-    tenant_id: str
-    object_id: str
-    account_id: str
-    token_cache: str = field(repr=False)
-    cache_changed: bool = True
-    username: str | None = None
-    # False when msal answered from the cache, without asking Microsoft.
-    refreshed: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class AdminConsent:
-    """An admin's consent for a tenant, as the callback reports it. `tenant` comes from the
-    query string and can be forged: trust only the tenant your `state` was bound to."""
-
-    tenant: str
-    scopes: tuple[str, ...]
-
-
 class MicrosoftClient:
     """One app registration (client id, credential, tenant, authority host). Every method
     returns its result or raises `MicrosoftError`, never msal's or requests' exceptions
@@ -138,8 +100,8 @@ class MicrosoftClient:
         self.redirect_uri = redirect_uri
         self.authority = f"{app.authority_host}/{app.tenant}"
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="msal")
-        self._http = _HttpClient(str(app.ca_file) if app.ca_file else True, timeout, threads)
-        self._http_cache = _SharedHttpCache()
+        self._http = MsalHttpClient(str(app.ca_file) if app.ca_file else True, timeout, threads)
+        self._http_cache = SharedHttpCache()
 
     # --- the operations ----------------------------------------------------------------------
 
@@ -235,9 +197,9 @@ class MicrosoftClient:
                 raise MicrosoftError.of(ErrorKind.RECONSENT_REQUIRED, "no_refresh_token")
             if "error" in result:
                 raise MicrosoftError(from_response(result))
-            claims = result.get("id_token_claims") or _cached_id_claims(cache, account_id)
-            tenant_id, object_id = _binding(claims)
-            return _token_result(result, cache, tenant_id, object_id, account_id, wanted)
+            claims = result.get("id_token_claims") or cached_id_claims(cache, account_id)
+            tenant_id, object_id = binding(claims)
+            return token_result(result, cache, tenant_id, object_id, account_id, wanted)
 
         return await self._run("refresh", work)
 
@@ -327,7 +289,7 @@ class MicrosoftClient:
         if "error" in result:
             raise MicrosoftError(from_response(result))
         claims = result.get("id_token_claims") or {}
-        tenant_id, object_id = _binding(claims)
+        tenant_id, object_id = binding(claims)
         if claims.get("aud") != self.app.client_id:
             raise MicrosoftError.of(ErrorKind.UNKNOWN, "id_token_for_another_client")
         account = next(
@@ -335,7 +297,7 @@ class MicrosoftClient:
         )
         if account is None or "access_token" not in result:
             raise MicrosoftError.of(ErrorKind.UNKNOWN, "no_account")
-        return _token_result(result, cache, tenant_id, object_id, account["home_account_id"], ())
+        return token_result(result, cache, tenant_id, object_id, account["home_account_id"], ())
 
     def _guarded(self, what: str, work: Callable[[], R], refused: ErrorKind) -> R:
         """Run msal, its exceptions translated. `refused` is the kind of a ValueError or
@@ -374,160 +336,8 @@ class MicrosoftClient:
         return await asyncio.get_running_loop().run_in_executor(self._executor, guarded)
 
 
-def admin_consent_outcome(query_params: Mapping[str, str]) -> AdminConsent:
-    """What the admin consent callback says; raises MicrosoftError for an error answer.
-    Check its `state` first, yourself."""
-    if "error" in query_params:
-        raise MicrosoftError(from_response(query_params))
-    tenant = query_params.get("tenant", "")
-    if query_params.get("admin_consent", "").lower() != "true" or not tenant:
-        raise MicrosoftError.of(ErrorKind.BAD_CALLBACK, "not_an_admin_consent")
-    return AdminConsent(tenant, tuple(query_params.get("scope", "").split()))
-
-
-# --- helpers -----------------------------------------------------------------------------
-
-
-def _binding(claims: Mapping[str, Any]) -> tuple[str, str]:
-    tenant_id, object_id = claims.get("tid"), claims.get("oid")
-    if not (isinstance(tenant_id, str) and tenant_id and isinstance(object_id, str) and object_id):
-        raise MicrosoftError.of(ErrorKind.UNKNOWN, "id_token_without_tid_oid")
-    return tenant_id, object_id
-
-
 def _requested(scopes: Sequence[str]) -> list[str]:
     wanted = [s for s in dict.fromkeys(scopes) if s and s not in RESERVED_SCOPES]
     if not wanted:
         raise ValueError("ask for at least one scope besides openid, profile, offline_access")
     return wanted
-
-
-def _token_result(
-    result: Mapping[str, Any],
-    cache: Any,
-    tenant_id: str,
-    object_id: str,
-    account_id: str,
-    requested: Sequence[str],
-) -> TokenResult:
-    changed: bool = cache.has_state_changed
-    granted = result.get("scope")
-    # A cache hit has no `scope`: the cached token covers what was asked for.
-    scopes = tuple(granted.split()) if isinstance(granted, str) else tuple(requested)
-    claims = result.get("id_token_claims") or {}
-    return TokenResult(
-        access_token=result["access_token"],
-        expires_at=time.time() + int(result.get("expires_in", 0)),
-        scopes=scopes,
-        tenant_id=tenant_id,
-        object_id=object_id,
-        account_id=account_id,
-        token_cache=cache.serialize(),
-        cache_changed=changed,
-        username=claims.get("preferred_username"),
-        refreshed=result.get("token_source") != "cache",
-    )
-
-
-def _cached_id_claims(cache: Any, account_id: str) -> dict[str, Any]:
-    """The claims of the id_token msal cached at redemption (not verified: see above)."""
-    for entry in cache.search(
-        msal.TokenCache.CredentialType.ID_TOKEN, query={"home_account_id": account_id}
-    ):
-        try:
-            payload = entry["secret"].split(".")[1]
-            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        except (IndexError, ValueError, binascii.Error):
-            continue
-        if isinstance(claims, dict):
-            return claims
-    return {}
-
-
-class _HttpClient:
-    """The HTTP client msal is given (msal's HttpClient interface: get, post, close).
-
-    One pooled requests session for all worker threads; a timeout on every request
-    (requests has none); one retry, for connection errors only (never for a POST that may
-    have arrived: a code redeemed twice is a replay); no cookie jar (the token endpoint's
-    cookies for one user must not ride along on another's request).
-
-    `verify` (a CA file for a private CA, else True: the certifi bundle) is passed with
-    each request, not set on the session: requests lets REQUESTS_CA_BUNDLE and
-    CURL_CA_BUNDLE from the environment override `session.verify`, but not a per-request
-    value. With no CA file those variables still apply, as ops expect.
-    """
-
-    def __init__(self, verify: str | bool, timeout: float, pool_size: int) -> None:
-        session = requests.Session()
-        session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=1, pool_maxsize=pool_size, max_retries=1
-        )
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        self._session = session
-        self._verify = verify
-        self._timeout = timeout
-
-    def get(self, url: str, **kwargs: Any) -> Any:
-        return self._session.get(url, **self._defaults(kwargs))
-
-    def post(self, url: str, **kwargs: Any) -> Any:
-        return self._session.post(url, **self._defaults(kwargs))
-
-    def close(self) -> None:
-        self._session.close()
-
-    def _defaults(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        return {"timeout": self._timeout, "verify": self._verify, **kwargs}
-
-
-class _SharedHttpCache(MutableMapping[str, Any]):
-    """msal's http_cache, shared by the applications of many threads.
-
-    msal wraps this mapping in a new ExpiringMapping per application, each with its own
-    lock, and keeps an index (a heap and a dict) under one key that it mutates in place.
-    Shared as a plain dict, two threads would edit one heap under two different locks.
-    Here each reader gets its own copy of the index: a race loses an index update (a cache
-    miss) instead of corrupting the heap; entries the index lost are swept out.
-    """
-
-    INDEX = "_index_"  # msal's key for its index
-    SLACK = 64
-
-    def __init__(self) -> None:
-        self._data: dict[str, Any] = {}
-        self._lock = threading.Lock()
-
-    def __getitem__(self, key: str) -> Any:
-        with self._lock:
-            value = self._data[key]
-            if key == self.INDEX:
-                sequence, timestamps = value
-                return list(sequence), dict(timestamps)
-            return value
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key.startswith("POST "):
-            # msal would replay a token endpoint's 5xx (and 400s) to every later request
-            # for seconds, under keys that do not tell users apart: one user's transient
-            # failure must not fail everyone's sign-in. Only discovery (GET) is shared.
-            return
-        with self._lock:
-            self._data[key] = value
-            if key == self.INDEX and len(self._data) > len(value[1]) + self.SLACK:
-                indexed = value[1]
-                for orphan in [k for k in self._data if k != key and k not in indexed]:
-                    del self._data[orphan]
-
-    def __delitem__(self, key: str) -> None:
-        with self._lock:
-            del self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        with self._lock:
-            return iter(list(self._data))
-
-    def __len__(self) -> int:
-        return len(self._data)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from proxy.config import StoreSettings
+# The submodule, not the package: while proxy.config loads, its token key check imports the
+# vault, and with it this package.
+from proxy.config.store import StoreSettings
 from proxy.errors import ConfigError, ConsentProxyError
 
 

@@ -1,7 +1,8 @@
 """Recognising a completed SSO sign-in, and who it was for.
 
 Each kind of evidence has its own module: `saml` (a signed SAML Response posted to the
-app's ACS endpoint), `oidc` (an id_token posted to the app's callback), `asserted` (the
+app's ACS endpoint; pinned keys and safe XML parsing in `saml_signature`), `oidc` (an
+id_token posted to the app's callback; the IdP's keys in `jwks`), `asserted` (the
 upstream app itself says who signed in). Each produces the same `SignIn`, or raises
 `SignInRejected` with a reason for the log. The proxy never answers for the app: a
 rejected assertion is forwarded unchanged and the app decides for itself; it only means

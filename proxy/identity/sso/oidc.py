@@ -12,24 +12,23 @@ joserfc does the cryptography and the registered-claim checks. The header is rea
 first, because joserfc lets some malformed headers escape as `TypeError`, falls back to
 its "recommended" algorithms (HS256 among them) when given an empty allow-list, and
 needs the `kid` before it can tell an unknown key from a bad signature.
+
+The IdP's keys are fetched and cached by `jwks.JwksCache`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
 import hashlib
 import hmac
 import json
-import logging
 import math
 import re
-import ssl
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -47,222 +46,16 @@ from joserfc.errors import (
 from joserfc.jws import JWSRegistry
 
 from proxy.config import OidcEndpoint
-from proxy.errors import ConfigError
 from proxy.identity.sso import SignIn, SignInRejected, kept_attributes
+from proxy.identity.sso.jwks import JwksCache, shown
 
-__all__ = ["JwksCache", "OidcVerifier", "http_client_for"]
-
-log = logging.getLogger("consent_proxy.sso")
+__all__ = ["OidcVerifier", "read_header"]
 
 MAX_TOKEN_BYTES = 64 * 1024
-MAX_DOCUMENT_BYTES = 1024 * 1024
 MAX_HEADER_BYTES = 8 * 1024
-DEFAULT_JWKS_TTL = 15 * 60.0
-# An unknown kid may mean the IdP rotated its keys, or that someone made the kid up:
-# refetch for it at most this often, so forged tokens cannot make us hammer the IdP.
-DEFAULT_REFETCH_INTERVAL = 30.0
-# After a failed fetch, concurrent and following sign-ins share the failure this long.
-DEFAULT_RETRY_AFTER_FAILURE = 5.0
-FETCH_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 _MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _FALLBACK_IDENTITY_CLAIMS = ("email", "preferred_username", "upn")
-
-
-def http_client_for(endpoint: OidcEndpoint) -> httpx.AsyncClient:
-    """The client that fetches the IdP's discovery document and keys.
-
-    `ca_file` replaces the default trust store (a private CA signs the IdP's certificate).
-    Redirects are not followed: key material comes from the configured URLs only.
-    """
-    verify: ssl.SSLContext | bool = True
-    if endpoint.ca_file is not None:
-        try:
-            verify = ssl.create_default_context(cafile=str(endpoint.ca_file))
-        except (ssl.SSLError, OSError) as exc:
-            problem = f"cannot read it as PEM CA certificates ({exc})"
-            raise ConfigError([f"ca_file {str(endpoint.ca_file)!r}: {problem}"]) from None
-    return httpx.AsyncClient(
-        verify=verify,
-        timeout=FETCH_TIMEOUT,
-        limits=httpx.Limits(max_connections=10, max_keepalive_connections=2),
-        headers={"accept": "application/json", "user-agent": "consent-proxy"},
-        follow_redirects=False,
-    )
-
-
-def _shown(value: Any, limit: int = 80) -> str:
-    """A value from the token, safe for a log line: quoted, escaped, cut short."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _describe(exc: httpx.HTTPError) -> str:
-    detail = str(exc).strip()
-    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-
-
-# --- keys ----------------------------------------------------------------------------------
-
-
-class JwksCache:
-    """The IdP's signing keys, fetched through discovery (or `jwks_url`) and kept a while.
-
-    Keys are refetched when older than `ttl`, or for a kid they do not contain — at most
-    once per `refetch_interval`. A failed fetch changes nothing cached: known keys go on
-    verifying (a JWKS outage must not lock users out), and the failure is shared for
-    `retry_after_failure` seconds so a burst of sign-ins does not become a burst of fetches.
-    """
-
-    def __init__(
-        self,
-        endpoint: OidcEndpoint,
-        http_client: httpx.AsyncClient,
-        *,
-        ttl: float = DEFAULT_JWKS_TTL,
-        refetch_interval: float = DEFAULT_REFETCH_INTERVAL,
-        retry_after_failure: float = DEFAULT_RETRY_AFTER_FAILURE,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.endpoint = endpoint
-        self.ttl = ttl
-        self.refetch_interval = refetch_interval
-        self.retry_after_failure = retry_after_failure
-        self.fetches = 0  # JWKS fetch attempts, for metrics and tests
-        self._client = http_client
-        self._clock = clock
-        self._jwks_uri: str | None = endpoint.jwks_url
-        self._keys: jwk.KeySet | None = None
-        self._kids: frozenset[str] = frozenset()
-        self._fetched_at = -math.inf
-        self._attempted_at = -math.inf
-        self._failure: str | None = None
-        self._lock = asyncio.Lock()
-
-    @property
-    def discovery_url(self) -> str:
-        return (
-            self.endpoint.discovery_url
-            or f"{self.endpoint.issuer}/.well-known/openid-configuration"
-        )
-
-    async def key_set(self, kid: str | None = None) -> jwk.KeySet:
-        """Keys to verify a token whose header names `kid` (which may still be missing
-        from them when a refetch for it is not allowed yet)."""
-        if self._usable(kid):
-            return self._current()
-        async with self._lock:  # one fetch at a time; the others use its result
-            if self._usable(kid):
-                return self._current()
-            if not self._may_fetch():
-                return self._without_fetch(kid)
-            try:
-                await self._refresh()
-            except SignInRejected:
-                if not self._knows(kid):
-                    raise
-                log.warning(
-                    "keeping the IdP keys fetched %.0f s ago: %s",
-                    self._clock() - self._fetched_at,
-                    self._failure,
-                )
-            return self._current()
-
-    def _current(self) -> jwk.KeySet:
-        if self._keys is None:
-            raise SignInRejected("the IdP's keys have not been fetched")
-        return self._keys
-
-    def _knows(self, kid: str | None) -> bool:
-        return self._keys is not None and (kid is None or kid in self._kids)
-
-    def _without_fetch(self, kid: str | None) -> jwk.KeySet:
-        if self._failure is not None and not self._knows(kid):
-            waited = self._clock() - self._attempted_at
-            raise SignInRejected(f"{self._failure} (failed {waited:.0f} s ago)")
-        return self._current()  # with an unknown kid: the verifier will say so
-
-    def _usable(self, kid: str | None) -> bool:
-        fresh = self._keys is not None and self._clock() - self._fetched_at < self.ttl
-        return fresh and (kid is None or kid in self._kids)
-
-    def _may_fetch(self) -> bool:
-        since = self._clock() - self._attempted_at
-        if self._failure is not None:
-            return since >= self.retry_after_failure
-        stale = self._clock() - self._fetched_at >= self.ttl
-        return self._keys is None or stale or since >= self.refetch_interval
-
-    async def _refresh(self) -> None:
-        self._attempted_at = self._clock()
-        try:
-            uri = self._jwks_uri or await self._discover()
-            self.fetches += 1
-            keys = _import_keys(await self._get_json(uri, "JWKS"), uri)
-        except SignInRejected as exc:
-            self._failure = exc.description
-            raise
-        self._jwks_uri = uri
-        self._keys, self._kids = keys, frozenset(str(k.kid) for k in keys.keys)
-        self._fetched_at, self._failure = self._clock(), None
-
-    async def _discover(self) -> str:
-        url = self.discovery_url
-        document = await self._get_json(url, "discovery document")
-        issuer = document.get("issuer")
-        if issuer != self.endpoint.issuer:
-            raise SignInRejected(
-                f"the discovery document at {url} names the issuer {_shown(issuer)}, not the "
-                f"configured {self.endpoint.issuer!r}: fix sso issuer or discovery_url"
-            )
-        uri = document.get("jwks_uri")
-        if not isinstance(uri, str) or not uri.startswith(("https://", "http://")):
-            raise SignInRejected(f"the discovery document at {url} has no usable jwks_uri")
-        if url.startswith("https://") and not uri.startswith("https://"):
-            raise SignInRejected(f"the discovery document at {url} points to keys over plain HTTP")
-        return uri
-
-    async def _get_json(self, url: str, what: str) -> dict[str, Any]:
-        body = bytearray()
-        try:
-            async with self._client.stream("GET", url) as response:
-                if response.status_code != 200:
-                    raise SignInRejected(f"the {what} at {url} answered {response.status_code}")
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_DOCUMENT_BYTES:
-                        raise SignInRejected(f"the {what} at {url} is larger than 1 MiB")
-        except httpx.HTTPError as exc:
-            raise SignInRejected(f"cannot fetch the {what} from {url}: {_describe(exc)}") from None
-        try:
-            document = json.loads(body)
-        except (ValueError, RecursionError):
-            raise SignInRejected(f"the {what} at {url} is not JSON") from None
-        if not isinstance(document, dict):
-            raise SignInRejected(f"the {what} at {url} is not a JSON object")
-        return document
-
-
-def _import_keys(document: dict[str, Any], url: str) -> jwk.KeySet:
-    """The usable signature keys of a JWKS; keys we cannot read are skipped (RFC 7517 §5)."""
-    entries = document.get("keys")
-    if not isinstance(entries, list):
-        raise SignInRejected(f"the JWKS at {url} has no 'keys' list")
-    keys: list[jwk.Key] = []
-    for entry in entries:
-        # A symmetric key has no place in a public key set; an encryption key signs nothing.
-        if not isinstance(entry, dict) or entry.get("kty") == "oct" or entry.get("use") == "enc":
-            continue
-        try:
-            keys.append(jwk.import_key(entry))
-        except (JoseError, ValueError, TypeError, KeyError):
-            log.warning("ignoring a key the JWKS at %s publishes: it cannot be read", url)
-    if not keys:
-        raise SignInRejected(f"the JWKS at {url} holds no usable signature key")
-    return jwk.KeySet(keys)
-
-
-# --- tokens --------------------------------------------------------------------------------
 
 
 class _RepeatedMember(ValueError):
@@ -274,7 +67,7 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise _RepeatedMember(f"repeats the member {_shown(key, 40)}")
+            raise _RepeatedMember(f"repeats the member {shown(key, 40)}")
         result[key] = value
     return result
 
@@ -399,7 +192,7 @@ class OidcVerifier:
             raise SignInRejected("the token is unsigned (alg 'none')")
         if alg not in self.endpoint.algorithms:
             allowed = ", ".join(self.endpoint.algorithms) or "none configured"
-            raise SignInRejected(f"algorithm {_shown(alg)} is not allowed (allowed: {allowed})")
+            raise SignInRejected(f"algorithm {shown(alg)} is not allowed (allowed: {allowed})")
         if "crit" in header:
             raise SignInRejected("the token has critical header parameters (crit): not supported")
         kid = header.get("kid")
@@ -416,7 +209,7 @@ class OidcVerifier:
             )
         if kid is not None and kid not in {k.kid for k in key_set.keys}:
             raise SignInRejected(
-                f"the token is signed with a key the IdP does not publish (kid {_shown(kid)})"
+                f"the token is signed with a key the IdP does not publish (kid {shown(kid)})"
             )
         try:
             with _deprecation_accepted(alg):
@@ -426,7 +219,7 @@ class OidcVerifier:
         except BadSignatureError:
             raise SignInRejected("the token's signature does not verify") from None
         except InvalidKeyIdError:
-            raise SignInRejected(f"no published key (kid {_shown(kid)}) is for {alg}") from None
+            raise SignInRejected(f"no published key (kid {shown(kid)}) is for {alg}") from None
         except InvalidPayloadError as exc:
             if isinstance(exc.__cause__, _RepeatedMember):
                 raise SignInRejected(f"the token's payload {exc.__cause__}") from None
@@ -459,7 +252,7 @@ class OidcVerifier:
             raise SignInRejected("the token has several audiences and no authorized party (azp)")
         if azp is not None and azp != audience:
             raise SignInRejected(
-                f"the token's authorized party (azp) {_shown(azp)} is not {audience!r}"
+                f"the token's authorized party (azp) {shown(azp)} is not {audience!r}"
             )
         if nonce is not None:
             got = claims.get("nonce")
@@ -469,18 +262,18 @@ class OidcVerifier:
     def _claim_problem(self, exc: ClaimError, claims: dict[str, Any]) -> str:
         claim, value = exc.claim, claims.get(exc.claim)
         if isinstance(exc, ExpiredTokenError):
-            return f"the token expired (exp {_shown(value)}, clock skew {self.clock_skew:g} s)"
+            return f"the token expired (exp {shown(value)}, clock skew {self.clock_skew:g} s)"
         if isinstance(exc, MissingClaimError):
             return f"the token lacks the required claim(s) {claim}"
         if claim == "iss":
-            return f"issuer {_shown(value)} is not the configured {self.endpoint.issuer!r}"
+            return f"issuer {shown(value)} is not the configured {self.endpoint.issuer!r}"
         if claim == "aud":
-            return f"audience {_shown(value)} does not include {self.endpoint.audience!r}"
+            return f"audience {shown(value)} does not include {self.endpoint.audience!r}"
         if claim == "nbf" and _is_time(value):
             skew = f"clock skew {self.clock_skew:g} s"
-            return f"the token is not valid yet (nbf {_shown(value)}, {skew})"
+            return f"the token is not valid yet (nbf {shown(value)}, {skew})"
         if claim == "iat" and _is_time(value):
-            return f"the token was issued in the future (iat {_shown(value)})"
+            return f"the token was issued in the future (iat {shown(value)})"
         return f"the token's {claim} claim is invalid: {exc.description}"
 
     def _sign_in(self, id_token: str, claims: dict[str, Any]) -> SignIn:

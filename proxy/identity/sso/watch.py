@@ -104,7 +104,8 @@ class SignInWatcher:
     def _oidc_verifier(self, endpoint: OidcEndpoint) -> OidcVerifier:
         verifier = self.oidc.get(endpoint.path)
         if verifier is None:  # clients are bound to the running loop: make them there
-            from proxy.identity.sso.oidc import OidcVerifier, http_client_for
+            from proxy.identity.sso.jwks import http_client_for
+            from proxy.identity.sso.oidc import OidcVerifier
 
             client = http_client_for(endpoint)
             self._clients.append(client)

@@ -1,0 +1,132 @@
+"""Typed, frozen settings from one YAML file, validated with pydantic.
+
+Every problem in a file is collected and reported together, each line naming the YAML
+path and what to do about it, e.g. ``upstream.url: must be an http(s) URL, got
+'localhost:8000'``. Unknown keys are errors: a misspelt option silently ignored is a
+production incident waiting to happen. Secrets never have to be written inline: any
+secret field accepts ``{env: NAME}`` or ``{file: /run/secrets/name}`` as well as
+``{value: ...}``.
+
+`loader` reads the file (and describes errors by YAML path, also for the policy file);
+`values` holds the shared value types (URLs, config-relative paths, secrets); one module
+per section: `server`, `upstream`, `sso`, `identity` (session, headers, assertion),
+`microsoft` (app registrations, consent, tokens, broker), `store`; `settings` joins them
+and checks the rules that span sections. Everything is importable from `proxy.config`.
+The package imports nothing of the project but `proxy.errors` (checking token encryption
+keys borrows `proxy.store.vault.valid_key` at validation time, not at import).
+"""
+
+from proxy.config.identity import AssertionSettings, HeaderName, HeaderNames, SessionSettings
+from proxy.config.loader import (
+    CONFIG_ENV,
+    describe_errors,
+    load_settings,
+    parse_yaml,
+    read_yaml_file,
+    settings_from_data,
+    validate_model,
+    yaml_path,
+)
+from proxy.config.microsoft import (
+    BrokerSettings,
+    CertificateCredential,
+    ConsentSettings,
+    MicrosoftApp,
+    TokenSettings,
+)
+from proxy.config.server import DEFAULT_LISTEN_PORT, ListenSettings, LoggingSettings, OpsSettings
+from proxy.config.settings import Settings
+from proxy.config.sso import (
+    AsymmetricAlgorithm,
+    CompletedWhen,
+    OidcEndpoint,
+    SamlEndpoint,
+    SsoEndpoint,
+    SsoSettings,
+    Status,
+    UpstreamIdentityEndpoint,
+    UrlPath,
+)
+from proxy.config.store import RedisStore, SentinelSettings, SqliteStore, StoreSettings
+from proxy.config.upstream import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_IDLE,
+    DEFAULT_POOL_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT,
+    PoolSettings,
+    TimeoutSettings,
+    UpstreamSettings,
+)
+from proxy.config.values import (
+    MIN_SECRET_LENGTH,
+    ConfigFile,
+    ConfigPath,
+    HttpUrl,
+    IpNetwork,
+    IssuerUrl,
+    OriginUrl,
+    Seconds,
+    Secret,
+    SigningSecret,
+)
+
+__all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_LISTEN_PORT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_IDLE",
+    "DEFAULT_POOL_TIMEOUT",
+    "DEFAULT_READ_TIMEOUT",
+    "DEFAULT_WRITE_TIMEOUT",
+    "MIN_SECRET_LENGTH",
+    "AssertionSettings",
+    "AsymmetricAlgorithm",
+    "BrokerSettings",
+    "CertificateCredential",
+    "CompletedWhen",
+    "ConfigFile",
+    "ConfigPath",
+    "ConsentSettings",
+    "HeaderName",
+    "HeaderNames",
+    "HttpUrl",
+    "IpNetwork",
+    "IssuerUrl",
+    "ListenSettings",
+    "LoggingSettings",
+    "MicrosoftApp",
+    "OidcEndpoint",
+    "OpsSettings",
+    "OriginUrl",
+    "PoolSettings",
+    "RedisStore",
+    "SamlEndpoint",
+    "Seconds",
+    "Secret",
+    "SentinelSettings",
+    "SessionSettings",
+    "Settings",
+    "SigningSecret",
+    "SqliteStore",
+    "SsoEndpoint",
+    "SsoSettings",
+    "Status",
+    "StoreSettings",
+    "TimeoutSettings",
+    "TokenSettings",
+    "UpstreamIdentityEndpoint",
+    "UpstreamSettings",
+    "UrlPath",
+    "describe_errors",
+    "load_settings",
+    "parse_yaml",
+    "read_yaml_file",
+    "settings_from_data",
+    "validate_model",
+    "yaml_path",
+]

@@ -1,0 +1,200 @@
+"""Reading the YAML file into `Settings`, and describing every problem by its YAML path.
+
+The YAML reader refuses a key given twice (YAML itself would keep the last one); errors
+from pydantic are turned into lines an admin can act on. The policy file uses the same
+reader and error descriptions.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, TypeVar, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from proxy.config.settings import Settings
+from proxy.errors import ConfigError
+
+CONFIG_ENV = "CONSENT_PROXY_CONFIG"
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice: YAML would silently keep the last one."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is given twice", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}not valid YAML: {problem}"], source) from None
+
+
+def read_yaml_file(path: Path | str) -> Any:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError([f"cannot read the file: {reason}"], str(path)) from None
+    return parse_yaml(text, str(path))
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Load and validate the config file; raise ConfigError listing every problem."""
+    if path is None:
+        path = os.environ.get(CONFIG_ENV)
+        if not path:
+            raise ConfigError([f"no config file given: pass --config or set {CONFIG_ENV}"])
+    data = read_yaml_file(path)
+    return settings_from_data(data, str(path), base_dir=Path(path).resolve().parent)
+
+
+def settings_from_data(
+    data: Any, source: str = "configuration", base_dir: Path | None = None
+) -> Settings:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(["the top level must be a mapping of option: value"], source)
+    return validate_model(Settings, data, source, base_dir)
+
+
+def validate_model(model: type[M], data: Any, source: str, base_dir: Path | None = None) -> M:
+    try:
+        return model.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(model, exc.errors()), source) from None
+
+
+def describe_errors(model: type[BaseModel], errors: list[ErrorDetails]) -> list[str]:
+    lines: list[str] = []
+    for err in errors:
+        where, why = yaml_path(model, err["loc"]), _explain(model, err)
+        line = f"{where}: {why}"
+        if where == "(top level)" and why.split(": ", 1)[0].replace(".", "").isidentifier():
+            line = why  # a cross-field rule names its own path
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            line = f"{yaml_path(model, (*err['loc'], 'type'))}: {_explain(model, err)}"
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
+def yaml_path(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """The path an admin sees in the file: pydantic's union tags left out."""
+    out = ""
+    current: Any = model
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            if not _is_sequence(current) and i == len(loc) - 1:
+                out += f".{part}" if out else str(part)  # a YAML key that is a number
+            else:
+                out += f"[{part}]"
+                current = _item_type(current)
+            continue
+        field_type = _field_type(current, part)
+        if field_type is None:
+            member = _tagged_member(current, part)
+            if member is not current or i < len(loc) - 1 or not _models_in(current):
+                current = member  # a union tag or member name, not a key in the file
+                continue
+        out += f".{part}" if out else part
+        current = field_type
+    return out or "(top level)"
+
+
+def _is_sequence(annotation: Any) -> bool:
+    if get_origin(annotation) in (tuple, list):
+        return True
+    return any(_is_sequence(arg) for arg in get_args(annotation) if arg is not type(None))
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in getattr(annotation, "__args__", ()) + tuple(getattr(annotation, "__metadata__", ())):
+        found.extend(_models_in(arg))
+    return found
+
+
+def _field_type(annotation: Any, name: str) -> Any:
+    for model in _models_in(annotation):
+        if name in model.model_fields:
+            return model.model_fields[name].annotation
+    return None
+
+
+def _item_type(annotation: Any) -> Any:
+    args = [a for a in getattr(annotation, "__args__", ()) if a is not Ellipsis]
+    return args[-1] if args else None
+
+
+def _tagged_member(annotation: Any, tag: str) -> Any:
+    for model in _models_in(annotation):
+        field = model.model_fields.get("type")
+        if field is not None and tag in getattr(field.annotation, "__args__", ()):
+            return model
+    return annotation
+
+
+def _explain(model: type[BaseModel], err: ErrorDetails) -> str:
+    kind, given = err["type"], err.get("input")
+    ctx = err.get("ctx", {})
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, err["loc"][:-1])
+        hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+        return f"unknown key{hint}"
+    if kind == "missing":
+        return "is required"
+    if kind == "union_tag_invalid":
+        return f"must be one of {ctx.get('expected_tags')}, got {ctx.get('tag')!r}"
+    if kind == "union_tag_not_found":
+        return "is required: it says which kind of entry this is"
+    if kind == "too_short":
+        return f"must list at least {ctx.get('min_length')} item(s), got {given!r}"
+    if kind in ("value_error", "assertion_error"):
+        return str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind in ("ip_v4_network", "ip_v6_network", "ip_any_network"):
+        return f"must be an IP address or CIDR network such as 10.0.0.0/8, got {given!r}"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"must be a mapping of option: value, got {type(given).__name__}"
+    msg = str(err["msg"])
+    return f"{msg[0].lower()}{msg[1:]}, got {given!r}"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            current = _item_type(current)
+        else:
+            current = _field_type(current, part) or _tagged_member(current, part)
+    models = _models_in(current)
+    return list(models[0].model_fields) if len(models) == 1 else []

@@ -1,0 +1,66 @@
+"""The whole file: every section, and the rules that span sections."""
+
+from __future__ import annotations
+
+from pydantic import model_validator
+
+from proxy.config.identity import AssertionSettings, HeaderNames, SessionSettings
+from proxy.config.microsoft import BrokerSettings, ConsentSettings, MicrosoftApp, TokenSettings
+from proxy.config.server import ListenSettings, LoggingSettings, OpsSettings
+from proxy.config.sso import SsoSettings
+from proxy.config.store import SqliteStore, StoreSettings
+from proxy.config.upstream import UpstreamSettings
+from proxy.config.values import ConfigFile, IpNetwork, OriginUrl, StrictModel
+
+
+class Settings(StrictModel):
+    listen: ListenSettings = ListenSettings()
+    upstream: UpstreamSettings
+    public_url: OriginUrl | None = None
+    trusted_proxies: tuple[IpNetwork, ...] = ()
+    logging: LoggingSettings = LoggingSettings()
+    sso: SsoSettings = SsoSettings()
+    session: SessionSettings = SessionSettings()
+    store: StoreSettings = SqliteStore()
+    ops: OpsSettings = OpsSettings()
+    policy: ConfigFile | None = None
+    consent: ConsentSettings = ConsentSettings()
+    microsoft_apps: dict[str, MicrosoftApp] = {}  # noqa: RUF012 - pydantic copies defaults
+    tokens: TokenSettings = TokenSettings()
+    headers: HeaderNames = HeaderNames()
+    assertion: AssertionSettings = AssertionSettings()
+    broker: BrokerSettings = BrokerSettings()
+
+    @model_validator(mode="after")
+    def _consent_needs(self) -> Settings:
+        if self.policy is None:
+            return self
+        if not self.sso.endpoints:
+            raise ValueError("policy: prompts follow SSO sign-ins; configure sso.endpoints too")
+        if not self.microsoft_apps:
+            raise ValueError("microsoft_apps: the policy needs at least one app registration")
+        if self.public_url is None:
+            raise ValueError(
+                "public_url: needed to build the redirect URI registered with Microsoft "
+                "(public_url + consent.prefix + 'callback')"
+            )
+        if not self.tokens.encryption_keys:
+            raise ValueError(
+                "tokens.encryption_keys: tokens are stored encrypted; give at least one key "
+                "(e.g. {env: CONSENT_PROXY_TOKEN_KEY}, made with `consent-proxy keygen`)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _session_for_sso(self) -> Settings:
+        if self.sso.endpoints and not self.session.secrets:
+            raise ValueError(
+                "session.secrets: at least one secret is needed to sign session cookies "
+                "when sso.endpoints are watched (e.g. {env: CONSENT_PROXY_SESSION_SECRET})"
+            )
+        if self.sso.endpoints and not self.session.upstream_cookie:
+            raise ValueError(
+                "session.upstream_cookie: name the app's own session cookie; the proxy "
+                "session is bound to it and ends when it changes"
+            )
+        return self

@@ -1,0 +1,132 @@
+"""SSO: recognising a completed sign-in at the endpoints the app already has (SAML ACS,
+OIDC form_post callback, or the upstream saying who signed in)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from proxy.config.values import ConfigFile, HttpUrl, IssuerUrl, StrictModel
+
+
+def _path(value: str) -> str:
+    if not value.startswith("/") or value.startswith("//") or "?" in value or "#" in value:
+        raise ValueError(f"must be a URL path starting with '/', got {value!r}")
+    return value
+
+
+UrlPath = Annotated[str, AfterValidator(_path)]
+Status = Annotated[int, Field(ge=100, le=599)]
+
+
+class CompletedWhen(StrictModel):
+    """What the upstream's answer to an accepted sign-in looks like.
+
+    Both conditions must hold when both are given; a response that does not match (the
+    app rejected the assertion, showed an error page...) is not a sign-in.
+    """
+
+    status: tuple[Status, ...] = (302, 303)
+    sets_cookie: str | None = None
+
+
+class SamlEndpoint(StrictModel):
+    type: Literal["saml"]
+    path: UrlPath
+    idp_certificates: tuple[ConfigFile, ...] = ()
+    idp_metadata: ConfigFile | None = None
+    audience: str
+    destination: str | None = None
+    identity: str = "name_id"
+    email_attribute: str | None = None
+    name_attribute: str | None = None
+    tenant_attribute: str | None = None
+    object_id_attribute: str | None = None
+    # Kept for policy rules under their own names; `groups_attribute` is kept as "groups"
+    # (what policy `match.groups` reads).
+    attributes: tuple[str, ...] = ()
+    groups_attribute: str | None = None
+    completed_when: CompletedWhen = CompletedWhen()
+
+    @model_validator(mode="after")
+    def _some_certificate(self) -> SamlEndpoint:
+        if not self.idp_certificates and self.idp_metadata is None:
+            raise ValueError(
+                "give idp_certificates (PEM files) or idp_metadata: signatures are "
+                "checked against the IdP's certificate only"
+            )
+        return self
+
+
+# Only public-key algorithms: "none" and HMAC (which would turn a public key into a secret)
+# are not accepted, whatever the token's header says.
+AsymmetricAlgorithm = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
+]
+
+
+class OidcEndpoint(StrictModel):
+    type: Literal["oidc"]
+    path: UrlPath
+    issuer: IssuerUrl
+    audience: str
+    discovery_url: HttpUrl | None = None
+    jwks_url: HttpUrl | None = None
+    ca_file: ConfigFile | None = None
+    algorithms: Annotated[tuple[AsymmetricAlgorithm, ...], Field(min_length=1)] = (
+        "RS256",
+        "ES256",
+        "PS256",
+    )
+    identity_claim: str = "email"
+    name_claim: str = "name"
+    attributes: tuple[str, ...] = ()
+    groups_attribute: str | None = "groups"
+    completed_when: CompletedWhen = CompletedWhen()
+
+
+class UpstreamIdentityEndpoint(StrictModel):
+    """The upstream itself says who signed in: a response header, or a who-am-I endpoint."""
+
+    type: Literal["upstream"]
+    path: UrlPath
+    header: str | None = None
+    whoami_path: UrlPath | None = None
+    user_pointer: str = "/email"
+    name_pointer: str | None = None
+    tenant_pointer: str | None = None
+    object_id_pointer: str | None = None
+    attribute_pointers: dict[str, str] = {}  # noqa: RUF012 - pydantic copies defaults
+    completed_when: CompletedWhen = CompletedWhen()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> UpstreamIdentityEndpoint:
+        if (self.header is None) == (self.whoami_path is None):
+            raise ValueError("give exactly one of header or whoami_path")
+        for pointer in (self.user_pointer, self.name_pointer, *self.attribute_pointers.values()):
+            if pointer is not None and pointer and not pointer.startswith("/"):
+                raise ValueError(f"JSON pointers start with '/', got {pointer!r}")
+        return self
+
+
+SsoEndpoint = Annotated[
+    SamlEndpoint | OidcEndpoint | UpstreamIdentityEndpoint, Field(discriminator="type")
+]
+
+
+class SsoSettings(StrictModel):
+    endpoints: tuple[SsoEndpoint, ...] = ()
+    logout_paths: tuple[UrlPath, ...] = ()
+    clock_skew: Annotated[float, Field(ge=0, le=3600)] = 120.0
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+
+    @model_validator(mode="after")
+    def _distinct_paths(self) -> SsoSettings:
+        paths = [e.path for e in self.endpoints]
+        repeated = sorted({p for p in paths if paths.count(p) > 1})
+        if repeated:
+            raise ValueError(
+                f"each endpoint path may be watched once; repeated: {', '.join(repeated)}"
+            )
+        return self
