@@ -87,7 +87,8 @@ class ConsentProxy:
             routes.append(Route(JWKS_PATH, Jwks(self.signer)))
         keys = [k.reveal() for k in self.settings.broker.keys]
         if keys and self.tokens is not None and self.store is not None:
-            routes.append(Route(BROKER_PREFIX, TokenBroker(keys, self.tokens, self.store)))
+            broker = TokenBroker(keys, self.tokens, self.tokens.records.known)
+            routes.append(Route(BROKER_PREFIX, broker))
         return routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
