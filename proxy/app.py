@@ -6,7 +6,7 @@ A request passes, outermost first:
     SessionMiddleware   who is this browser? (signed cookie -> store, bound to the
                         upstream's session cookie); starts/ends sessions on the response
     Reserved            the consent prefix (callback, connect page...) is answered by the
-                        consent journey; everything else goes on
+                        reserved pages (consent/pages.py); everything else goes on
     IdentityHeaders     a live session: who it is, the integration state, a fresh token,
                         the signed assertion (tokens.py keeps tokens fresh)
     SignInWatcher       on SSO endpoints only: verify the assertion, watch the answer
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from proxy.asgi import App, Receive, Scope, Send
 from proxy.config import Settings, load_settings
+from proxy.consent.pages import ReservedPages
 from proxy.consent.tokens import TokenService
 from proxy.forward.forwarder import Forwarder
 from proxy.forward.headers import ProtectedHeaders, RequestHeaderRules
@@ -70,7 +71,7 @@ class ConsentProxy:
             http = IdentityHeaders(self.watcher, settings.headers, self.tokens, self.signer)
             sockets = IdentityHeaders(self.websocket, settings.headers, self.tokens, self.signer)
             if self.journey is not None:
-                http = Reserved(settings.consent.prefix, self.journey.routes, http)
+                http = Reserved(settings.consent.prefix, ReservedPages(self.journey), http)
             http = SessionMiddleware(http, settings.session, settings.sso, self.store, self.journey)
             sockets = SessionMiddleware(sockets, settings.session, settings.sso, self.store)
         protected = settings.headers.model_dump().values()
@@ -86,7 +87,8 @@ class ConsentProxy:
             routes.append(Route(JWKS_PATH, Jwks(self.signer)))
         keys = [k.reveal() for k in self.settings.broker.keys]
         if keys and self.tokens is not None and self.store is not None:
-            routes.append(Route(BROKER_PREFIX, TokenBroker(keys, self.tokens, self.store)))
+            broker = TokenBroker(keys, self.tokens, self.tokens.records.known)
+            routes.append(Route(BROKER_PREFIX, broker))
         return routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,7 +1,11 @@
 """The consent journey end to end, over real servers: a browser signs in to the app with
 SAML (demo IdP), the proxy (a `consent-proxy run` process) applies the policy and sends it
 to the Microsoft stand-in (HTTPS, msal through its real HTTP path), the stand-in's pages
-are answered like a person would, and the callback lands back in the app."""
+are answered like a person would, and the callback lands back in the app.
+
+This module runs the journey from the sign-in (proxy/consent/journey.py) and holds the
+environment, the browser and the fixtures that test_consent_callback.py and
+test_consent_pages.py share."""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ import html
 import json
 import re
 import sqlite3
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,6 +278,16 @@ def title(response: httpx.Response) -> str:
     return html.unescape(found[1]) if found else ""
 
 
+def submit_form(person: Person, page: httpx.Response, action: str, **fields: str) -> httpx.Response:
+    form = re.search(
+        rf'<form method="post" action="{re.escape(PREFIX + action)}">(.*?)</form>', page.text, re.S
+    )
+    assert form, page.text
+    data = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form[1]))
+    data.update(fields)
+    return person.post(PREFIX + action, data=data)
+
+
 # --- the prompt modes -------------------------------------------------------------------------
 
 
@@ -351,66 +364,6 @@ def test_ordinary_requests_never_prompt(person: Person) -> None:
 # --- admin approval -----------------------------------------------------------------------
 
 
-def test_need_admin_approval_then_admin_consent_then_users_connect(person: Person) -> None:
-    env = person.env
-    first = person.sign_in(user_id(BOB, "mode-every_sign_in"))
-    assert person.at_microsoft(first)
-    landed = person.get(person.answer(first, "back"))
-    assert title(landed) == "An administrator needs to approve this app"
-    assert "allow user consent for apps" in landed.text
-    assert "about 30 minutes" in landed.text
-    assert "on behalf of the company" in landed.text
-    record = env.integration(BOB)
-    assert record is not None and record["status"] == "admin_approval_required"
-    tenant = env.record("tenant", BOB.tenant_id)
-    assert tenant is not None and tenant["approval_required_until"] > time.time()
-
-    # Another user of the tenant is not sent into the same failing screen.
-    admin = another(env)
-    passed = admin.sign_in(user_id(FABRIKAM_ADMIN, "mode-every_sign_in"))
-    assert passed.status_code == 303 and passed.headers["location"] == "/home"
-    assert "tenant_waiting_for_admin" in env.proxy.logs()
-
-    # The admin consents for the organization from the connection page.
-    manage = admin.get(PREFIX)
-    assert manage.status_code == 200 and "Waiting" not in title(manage)
-    consent = submit_form(admin, manage, "admin-consent")
-    assert consent.status_code == 303
-    assert "/v2.0/adminconsent?" in consent.headers["location"]
-    assert "/common/" not in consent.headers["location"]
-    back = admin.http.get(consent.headers["location"])
-    while back.status_code == 200:  # pick the account, then accept for the organization
-        back = submit(admin.http, back, decision="accept", user=FABRIKAM_ADMIN.email)
-    assert back.status_code == 302 and back.headers["location"].startswith(env.callback)
-    assert "admin_consent=True" in back.headers["location"]
-    then = admin.get(back.headers["location"])
-    assert admin.at_microsoft(then)  # now the admin's own tokens, by a normal authorize
-    admin.get(admin.answer(then))
-    assert env.record("tenant", BOB.tenant_id)["admin_consented"] is True  # type: ignore[index]
-    assert env.integration(FABRIKAM_ADMIN)["status"] == "connected"  # type: ignore[index]
-
-    # Bob's next sign-in goes through without any consent screen.
-    bob = another(env)
-    again = bob.sign_in(user_id(BOB, "mode-every_sign_in"))
-    assert bob.at_microsoft(again)
-    code_redirect = bob.http.get(again.headers["location"])
-    assert code_redirect.status_code == 302  # no page: the organization already consented
-    assert bob.get(code_redirect.headers["location"]).headers["location"] == "/home"
-    assert env.integration(BOB)["status"] == "connected"  # type: ignore[index]
-    admin.close()
-    bob.close()
-
-
-def submit_form(person: Person, page: httpx.Response, action: str, **fields: str) -> httpx.Response:
-    form = re.search(
-        rf'<form method="post" action="{re.escape(PREFIX + action)}">(.*?)</form>', page.text, re.S
-    )
-    assert form, page.text
-    data = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form[1]))
-    data.update(fields)
-    return person.post(PREFIX + action, data=data)
-
-
 def test_admin_only_rule_tells_users_instead_of_sending_them(person: Person) -> None:
     signed_in = person.sign_in(user_id(ALICE, "admin-only"))
     assert signed_in.status_code == 303
@@ -435,77 +388,6 @@ def test_ews_rule_asks_for_the_ews_scope_of_that_host(person: Person) -> None:
     assert record is not None and record["status"] == "connected"
     assert record["route"] == "ews"
     assert record["ews_url"] == "https://mail.hybrid.example/EWS/Exchange.asmx"
-
-
-# --- state: forged, replayed, expired, foreign ----------------------------------------------
-
-
-def started(person: Person) -> str:
-    """Sign in, accept at Microsoft: the callback URL, not yet visited."""
-    first = person.sign_in(user_id(ALICE, "mode-every_sign_in"))
-    return person.answer(first)
-
-
-def with_state(callback: str, state: str) -> str:
-    parts = urlsplit(callback)
-    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-    query["state"] = state
-    return f"{parts.path}?{httpx.QueryParams(query)}"
-
-
-@pytest.mark.parametrize(
-    "state", ["", "forged", "A" * 300, "%00%ff", "ünïcode", "state with spaces"]
-)
-def test_forged_state_is_a_clear_page_and_changes_nothing(person: Person, state: str) -> None:
-    callback = started(person)
-    landed = person.get(with_state(callback, state))
-    assert landed.status_code == 400
-    assert title(landed) == "This link has expired or was already used"
-    assert person.env.integration(ALICE)["status"] == "none"  # type: ignore[index]
-    # The real state still works afterwards: nothing was lost.
-    assert person.get(callback).status_code == 303
-
-
-def test_replayed_callback_is_refused(person: Person) -> None:
-    callback = started(person)
-    assert person.get(callback).status_code == 303
-    replay = person.get(callback)
-    assert replay.status_code == 400
-    assert title(replay) == "This link has expired or was already used"
-    assert person.env.integration(ALICE)["status"] == "connected"  # type: ignore[index]
-
-
-def test_expired_state_is_refused(person: Person) -> None:
-    callback = started(person)
-    conn = person.env.db()
-    conn.execute("UPDATE kv SET expires = ? WHERE namespace = 'consent-state'", (time.time() - 1,))
-    conn.commit()
-    conn.close()
-    assert person.get(callback).status_code == 400
-
-
-def test_callback_in_another_browser_is_refused(person: Person) -> None:
-    callback = started(person)
-    thief = another(person.env)
-    thief.sign_in(user_id(BOB, "mode-never"))
-    stolen = thief.get(callback)
-    assert stolen.status_code == 400
-    assert title(stolen) == "This link belongs to another sign-in"
-    assert person.env.integration(ALICE)["status"] == "none"  # type: ignore[index]
-    thief.close()
-
-
-def test_no_code_state_or_token_in_the_logs(person: Person) -> None:
-    callback = started(person)
-    query = parse_qs(urlsplit(callback).query)
-    person.get(callback)
-    logs = person.env.proxy.logs()
-    assert query["code"][0] not in logs
-    assert query["state"][0] not in logs
-    conn = person.env.db()
-    sealed = [row[0] for row in conn.execute("SELECT value FROM kv WHERE namespace = 'tokens'")]
-    conn.close()
-    assert sealed and all(b"refresh_token" not in bytes(v) for v in sealed)  # encrypted at rest
 
 
 # --- where the user lands ------------------------------------------------------------------
@@ -536,80 +418,3 @@ def test_same_origin_destination_is_kept(person: Person) -> None:
     first = person.sign_in(user_id(ALICE, "mode-every_sign_in"), to="/calendar?week=48#today")
     landed = person.get(person.answer(first))
     assert landed.headers["location"] == "/calendar?week=48#today"
-
-
-# --- the manual page -------------------------------------------------------------------------
-
-
-def test_manual_connect_and_disconnect(person: Person) -> None:
-    env = person.env
-    assert title(person.get(PREFIX)) == "Sign in to the app first"
-    person.sign_in(user_id(ALICE, "mode-never"))
-    page = person.get(PREFIX)
-    assert "Not connected" in page.text and "Connect Office 365" in page.text
-    refused = person.post(f"{PREFIX}connect", data={"csrf": "forged"})
-    assert refused.status_code == 400
-    go = submit_form(person, page, "connect")
-    assert person.at_microsoft(go)
-    assert person.get(person.answer(go)).status_code == 303
-    page = person.get(PREFIX)
-    assert "Connected" in page.text and "Disconnect" in page.text
-    assert token_records(env) == 1
-    done = submit_form(person, page, "disconnect")
-    assert done.status_code == 200 and "Disconnected." in done.text
-    record = env.integration(ALICE)
-    assert record is not None and record["status"] == "none"
-    assert token_records(env) == 0
-
-
-def token_records(env: Env) -> int:
-    conn = env.db()
-    try:
-        count: int = conn.execute("SELECT count(*) FROM kv WHERE namespace = 'tokens'").fetchone()[
-            0
-        ]
-        return count
-    finally:
-        conn.close()
-
-
-@pytest.mark.parametrize("path", ["nope", "callback/extra", "%2e%2e/etc/passwd", "CALLBACK"])
-def test_unknown_reserved_paths_are_404(person: Person, path: str) -> None:
-    assert person.get(PREFIX + path).status_code == 404
-
-
-def test_manual_page_next_cannot_leave_the_site(person: Person) -> None:
-    person.sign_in(user_id(ALICE, "mode-never"))
-    page = person.get(PREFIX, params={"next": "//evil.example"})
-    assert "evil.example" not in page.text
-
-
-def test_declined_then_connect_by_hand(person: Person) -> None:
-    first = person.sign_in(user_id(ALICE, "mode-first_sign_in"))
-    person.get(person.answer(first, "cancel"))
-    page = person.get(PREFIX)
-    assert "you declined" in page.text
-    go = submit_form(person, page, "connect")
-    assert person.get(person.answer(go)).status_code == 303
-    assert person.env.integration(ALICE)["status"] == "connected"  # type: ignore[index]
-
-
-# --- Microsoft's other answers -------------------------------------------------------------
-
-
-def test_config_error_is_loud_for_ops_and_quiet_for_the_user(person: Person) -> None:
-    env = person.env
-    env.standin.expire_secret(DEMO_APP_ID)
-    first = person.sign_in(user_id(ALICE, "mode-every_sign_in"))
-    landed = person.get(person.answer(first))
-    assert landed.status_code == 200
-    assert title(landed) == "Office 365 cannot be connected right now"
-    assert 'href="/home"' in landed.text
-    assert "7000222" not in landed.text or "Reference" in landed.text
-    errors = [
-        json.loads(line)
-        for line in env.proxy.logs().splitlines()
-        if line.startswith("{") and '"level": "error"' in line
-    ]
-    assert any("config" in e["message"] and "7000222" in e["message"] for e in errors), errors
-    assert env.integration(ALICE)["status"] == "failed"  # type: ignore[index]

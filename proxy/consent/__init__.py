@@ -1,7 +1,10 @@
 """After a sign-in: decide, send the user to Microsoft's consent page, and keep what comes back.
 
-The journey (policy at sign-in, the authorize redirect, the callback, admin consent), the
-reserved pages on a small starlette Router with their Jinja2 templates, the integration
-records, and token freshness (single-flight refresh). It may import `proxy.policy`,
-`proxy.microsoft`, `proxy.store`, `proxy.identity` and `proxy.ops`.
+`journey` asks the policy at sign-in and starts authorizations (the one-time state);
+`pages` serves the reserved prefix on a small starlette Router, with `forms` (strict form
+and query reading, CSRF), `render` (Jinja2 templates, strict headers, redirects) and
+`next_url` (destinations stay on this site); `callback` takes Microsoft's answer;
+`integration` holds the records and `tokens` keeps tokens fresh (single-flight refresh).
+It may import `proxy.policy`, `proxy.microsoft`, `proxy.store`, `proxy.identity` and
+`proxy.ops`; those never import it back (identity and ops see tokens through protocols).
 """

@@ -97,6 +97,10 @@ class Records:
         found = _load(Integration, await self.store.get(INTEGRATIONS, user_key))
         return found if found is not None and found.user_key == user_key else Integration(user_key)
 
+    async def known(self, user_key: str) -> bool:
+        """Whether the user ever signed in here (a record exists, whatever it says)."""
+        return await self.store.get(INTEGRATIONS, user_key) is not None
+
     async def save_integration(self, record: Integration) -> None:
         record.updated = time.time()
         await self.store.put(INTEGRATIONS, record.user_key, json.dumps(asdict(record)).encode())

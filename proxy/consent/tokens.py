@@ -53,6 +53,11 @@ class UserTokens:
     ews_url: str | None = None
     reuse_until: float = 0.0
 
+    @property
+    def forwarded(self) -> bool:
+        """Whether the connection state is one whose tokens are handed out."""
+        return self.status in FORWARDED
+
     def usable(self, now: float) -> bool:
         return self.access_token is not None and (self.expires_at or 0) > now + 30
 

@@ -9,11 +9,34 @@ were already removed by `ProtectedHeaders`, so whatever the app finds here, the 
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from proxy.asgi import App, Receive, Scope, Send
 from proxy.config import HeaderNames
-from proxy.consent.tokens import TokenService
 from proxy.identity.assertion import AssertionSigner
 from proxy.identity.session import STATE_KEY, RequestState
+
+
+class ForwardedTokens(Protocol):
+    """Where a user's Office 365 connection stands, and its access token if it has one."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def access_token(self) -> str | None: ...
+    @property
+    def expires_at(self) -> float | None: ...
+    @property
+    def route(self) -> str | None: ...
+    @property
+    def ews_url(self) -> str | None: ...
+
+
+class TokenSource(Protocol):
+    """Fresh tokens for a user: `proxy.consent.tokens.TokenService`, which app.py passes
+    in, so that identity never imports the consent package."""
+
+    async def for_user(self, user_key: str) -> ForwardedTokens: ...
 
 
 class IdentityHeaders:
@@ -21,7 +44,7 @@ class IdentityHeaders:
         self,
         app: App,
         names: HeaderNames,
-        tokens: TokenService | None,
+        tokens: TokenSource | None,
         signer: AssertionSigner | None,
     ) -> None:
         self.app = app

@@ -14,14 +14,14 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 from proxy.asgi import Receive, Scope, Send
-from proxy.consent.integration import INTEGRATIONS
-from proxy.consent.tokens import FORWARDED, TokenService
 from proxy.identity.assertion import AssertionSigner
-from proxy.store import Store, StoreError
+from proxy.identity.headers import ForwardedTokens
+from proxy.store import StoreError
 
 log = logging.getLogger("consent_proxy.broker")
 audit = logging.getLogger("consent_proxy.audit")
@@ -49,11 +49,29 @@ async def _json(
     await send({"type": "http.response.body", "body": data})
 
 
+class BrokeredTokens(ForwardedTokens, Protocol):
+    """What the app's requests are told of a user's tokens, and whether their state is one
+    whose tokens are handed out."""
+
+    @property
+    def forwarded(self) -> bool: ...
+
+
+class TokenSource(Protocol):
+    """Fresh tokens for a user (`proxy.consent.tokens.TokenService`, passed in by app.py:
+    ops never imports the consent package)."""
+
+    async def for_user(self, user_key: str) -> BrokeredTokens: ...
+
+
 class TokenBroker:
-    def __init__(self, keys: list[str], tokens: TokenService, store: Store) -> None:
+    def __init__(
+        self, keys: list[str], tokens: TokenSource, known: Callable[[str], Awaitable[bool]]
+    ) -> None:
+        """`known(user_key)` says whether the user ever signed in (an integration record)."""
         self._keys = [k.encode() for k in keys]
         self.tokens = tokens
-        self.store = store
+        self.known = known
 
     def handles(self, path: str) -> bool:
         return path.startswith(PREFIX) and path.endswith(SUFFIX)
@@ -99,10 +117,10 @@ class TokenBroker:
         await _json(send, status, body)
 
     async def _token(self, user_key: str) -> tuple[int, dict[str, Any]]:
-        if await self.store.get(INTEGRATIONS, user_key) is None:
+        if not await self.known(user_key):
             return 404, {"error": "unknown_user"}
         tokens = await self.tokens.for_user(user_key)
-        if tokens.status not in FORWARDED or tokens.access_token is None:
+        if not tokens.forwarded or tokens.access_token is None:
             return 409, {"error": "not_connected", "integration": tokens.status}
         return 200, {
             "access_token": tokens.access_token,

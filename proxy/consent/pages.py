@@ -1,0 +1,211 @@
+"""The reserved pages: a small starlette Router under the consent prefix.
+
+    GET  {prefix}                the connection page (also at the prefix without its slash)
+    POST {prefix}connect         connect Office 365 (a CSRF-checked form)
+    POST {prefix}admin-consent   an administrator consents for the organization (same)
+    POST {prefix}disconnect      drop the user's tokens (same)
+    GET  {prefix}admin-approval  "an administrator needs to approve this app"
+    GET  {prefix}callback        back from Microsoft (callback.py)
+
+Anything else under the prefix, a known path asked with another method (HEAD included)
+or with a trailing slash, is the 404 page. A store that fails gives a 503 page; the app
+behind the proxy is never affected. `Reserved` in app.py mounts this on the prefix, so
+requests for the app never reach the Router.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Match, Route, Router, request_response
+
+from proxy.asgi import Message, Receive, Scope, Send
+from proxy.consent.callback import Callback
+from proxy.consent.forms import Csrf, query
+from proxy.consent.integration import Integration
+from proxy.consent.journey import ConsentJourney
+from proxy.consent.next_url import safe_next
+from proxy.consent.render import (
+    ADMIN_NEEDED,
+    ADMIN_NEEDED_TEXT,
+    not_found,
+    page,
+    refused,
+    render,
+    to_microsoft,
+    unavailable,
+)
+from proxy.identity.session import Session, request_state
+from proxy.ops import metrics
+from proxy.store import StoreError
+from proxy.store.vault import VaultError
+
+log = logging.getLogger("consent_proxy.consent")
+
+STATUS_TEXT = {
+    "none": "Not connected",
+    "connected": "Connected",
+    "declined": "Not connected (you declined)",
+    "failed": "Not connected (the last attempt failed)",
+    "admin_approval_required": "Waiting for an administrator's approval",
+    "reconsent_required": "Needs to be connected again",
+}
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class OneMethod(Route):
+    """A route for exactly one method: asked with any other (HEAD too, which starlette adds
+    to GET routes) the path is not a page here, and the Router answers 404, not 405."""
+
+    def __init__(self, path: str, method: str, endpoint: Endpoint) -> None:
+        super().__init__(path, endpoint, methods=[method])
+        self.methods = {method}
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child_scope = super().matches(scope)
+        if match is Match.PARTIAL:
+            return Match.NONE, {}
+        return match, child_scope
+
+
+class ReservedPages:
+    """The ASGI app for the consent prefix: the Router, counted in the response metrics,
+    with a 503 page when the store fails."""
+
+    def __init__(self, journey: ConsentJourney) -> None:
+        self.journey = journey
+        self.records = journey.records
+        self.prefix = prefix = journey.prefix
+        self.csrf = Csrf(journey.settings.tokens.encryption_keys[0].reveal())
+        callback = Callback(journey, self.csrf)
+        self.router = Router(
+            [
+                OneMethod(prefix, "GET", self.manage),
+                OneMethod(prefix.rstrip("/"), "GET", self.manage),
+                OneMethod(f"{prefix}connect", "POST", self.connect),
+                OneMethod(f"{prefix}admin-consent", "POST", self.admin_consent),
+                OneMethod(f"{prefix}disconnect", "POST", self.disconnect),
+                OneMethod(f"{prefix}admin-approval", "GET", self.admin_approval),
+                OneMethod(f"{prefix}callback", "GET", callback.handle),
+            ],
+            redirect_slashes=False,  # "callback/" is not the callback
+            default=request_response(not_found),
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        send = _counted(send)
+        try:
+            await self.router(scope, receive, send)
+        except (StoreError, VaultError) as exc:
+            # Pages answer only once their work is done: nothing was sent yet.
+            name = scope["path"][len(self.prefix) :] or "manage"
+            log.error("consent page %s failed: %s", name, exc.description)
+            await unavailable(Request(scope))(scope, receive, send)
+
+    # --- the connection page --------------------------------------------------------------
+
+    async def manage(self, request: Request) -> Response:
+        session = request_state(request.scope).session
+        next_url = safe_next(query(request).get("next"), self.journey.public_origin)
+        if session is None:
+            return page(
+                request,
+                401,
+                "Sign in to the app first",
+                ["Connect Office 365 after you have signed in to the app."],
+                next_url="/",
+            )
+        integration = await self.records.integration(session.user_key)
+        context = self._manage_context(session, integration, next_url)
+        return render(request, 200, "manage.html", context)
+
+    def _manage_context(
+        self, session: Session, integration: Integration, next_url: str
+    ) -> dict[str, Any]:
+        connected_at = integration.connected_at
+        return {
+            "title": "Office 365 connection",
+            "user": session.email or session.subject,
+            "status": integration.status,
+            "status_text": STATUS_TEXT.get(integration.status, integration.status),
+            "integration": integration,
+            "connected_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(connected_at))
+            if connected_at
+            else "",
+            "route_text": "Exchange Web Services"
+            if integration.route == "ews"
+            else "Microsoft Graph",
+            "csrf": self.csrf.token(session),
+            "prefix": self.prefix,
+            "next": next_url,
+            "message": None,
+        }
+
+    # --- the forms ------------------------------------------------------------------------
+
+    async def connect(self, request: Request) -> Response:
+        return await self._start(request, kind="user")
+
+    async def admin_consent(self, request: Request) -> Response:
+        return await self._start(request, kind="admin")
+
+    async def _start(self, request: Request, kind: str) -> Response:
+        session = request_state(request.scope).session
+        fields = await self.csrf.form(request, session)
+        if fields is None or session is None:
+            return refused(request)
+        return_to = safe_next(fields.get("next"), self.journey.public_origin)
+        url = await self.journey.start_for_session(session, return_to, kind=kind)
+        return to_microsoft(request, url, return_to)
+
+    async def disconnect(self, request: Request) -> Response:
+        session = request_state(request.scope).session
+        fields = await self.csrf.form(request, session)
+        if fields is None or session is None:
+            return refused(request)
+        await self.records.delete_tokens(session.user_key)
+        self.journey.on_change(session.user_key)
+        integration = await self.records.integration(session.user_key)
+        integration.status = "none"
+        integration.granted_scopes = []
+        integration.connected_at = None
+        await self.records.save_integration(integration)
+        log.info("user %s disconnected Office 365", session.user_key)
+        context = self._manage_context(session, integration, "/")
+        context["message"] = "Disconnected. The app no longer receives your Office 365 access."
+        return render(request, 200, "manage.html", context)
+
+    # --- the admin approval notice --------------------------------------------------------
+
+    async def admin_approval(self, request: Request) -> Response:
+        session = request_state(request.scope).session
+        return page(
+            request,
+            200,
+            ADMIN_NEEDED,
+            [ADMIN_NEEDED_TEXT],
+            next_url=safe_next(query(request).get("next"), self.journey.public_origin),
+            admin_options=True,
+            csrf=self.csrf.token(session) if session else None,
+            prefix=self.prefix,
+        )
+
+
+def _counted(send: Send) -> Send:
+    """`send`, counting the answer in the proxy's response metrics."""
+
+    async def counting(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            metrics.count_response(message["status"])
+        await send(message)
+
+    return counting
+
+
+__all__ = ["STATUS_TEXT", "OneMethod", "ReservedPages"]
