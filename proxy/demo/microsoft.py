@@ -49,8 +49,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from proxy.demo.idp import DEMO_USERS as SSO_USERS
-from proxy.demo.oidc_provider import DemoOpenIdProvider, DemoUser
+from proxy.demo.oidc_provider import DemoOpenIdProvider
+from proxy.demo.users import (
+    CONTOSO_TENANT_ID,
+    FABRIKAM_ADMIN,
+    FABRIKAM_TENANT_ID,
+    HYBRID_TENANT_ID,
+    DemoUser,
+)
+from proxy.demo.users import DEMO_USERS as PEOPLE
 
 __all__ = [
     "CONTOSO",
@@ -116,9 +123,8 @@ class Tenant:
     ews_hosts: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class MicrosoftUser(DemoUser):
-    admin: bool = False  # a Global Administrator of its tenant
+# An account of the stand-in is a demo user whose `id` is the `sub` Entra sends.
+MicrosoftUser = DemoUser
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,42 +142,34 @@ class AppRegistration:
     )
 
 
-def _tenant_of(user_id: str) -> str:
-    return next(u.tenant_id or "" for u in SSO_USERS if u.id == user_id)
-
-
-CONTOSO = Tenant(_tenant_of("alice"), "contoso", ("contoso.example", "contoso.onmicrosoft.com"))
+CONTOSO = Tenant(CONTOSO_TENANT_ID, "contoso", ("contoso.example", "contoso.onmicrosoft.com"))
 FABRIKAM = Tenant(
-    _tenant_of("bob"), "fabrikam", ("fabrikam.example", "fabrikam.onmicrosoft.com"), False
+    FABRIKAM_TENANT_ID, "fabrikam", ("fabrikam.example", "fabrikam.onmicrosoft.com"), False
 )
 HYBRID = Tenant(
-    _tenant_of("carol"),
+    HYBRID_TENANT_ID,
     "hybrid",
     ("hybrid.example", "hybrid.onmicrosoft.com"),
     ews_hosts=("mail.hybrid.example",),
 )
 DEMO_TENANTS = (CONTOSO, FABRIKAM, HYBRID)
-# The SAML demo IdP's users (same tid/oid), and an administrator of fabrikam.
-DEMO_USERS: tuple[MicrosoftUser, ...] = (
-    *(
-        MicrosoftUser(
-            f"{u.id}-{(u.object_id or '')[:8]}",
-            u.email,
-            u.name,
-            u.tenant_id or "",
-            u.object_id or "",
-        )
-        for u in SSO_USERS
-    ),
-    MicrosoftUser(
-        "admin-fab00001",
-        "admin@fabrikam.example",
-        "Fabrikam Administrator",
-        FABRIKAM.id,
-        "ad000000-0000-4000-8000-00000000fab1",
-        admin=True,
-    ),
-)
+
+
+def account(user: DemoUser) -> MicrosoftUser:
+    """The user as an Entra account: the same tenant and object ids, a `sub` of its own
+    (Entra's is pairwise), and no groups (Entra leaves them out unless configured)."""
+    return DemoUser(
+        f"{user.id}-{user.object_id[:8]}",
+        user.email,
+        user.name,
+        tenant_id=user.tenant_id,
+        object_id=user.object_id,
+        admin=user.admin,
+    )
+
+
+# The demo users, and an administrator of fabrikam.
+DEMO_USERS: tuple[MicrosoftUser, ...] = tuple(map(account, (*PEOPLE, FABRIKAM_ADMIN)))
 DEMO_APP_ID = "c0115e47-0000-4000-8000-00000000a991"
 DEMO_APP_SECRET = "demo-client-secret-not-for-production"  # noqa: S105 - a demo's
 
