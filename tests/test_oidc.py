@@ -23,7 +23,8 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from proxy.config import OidcEndpoint, settings_from_data
-from proxy.demo.oidc_provider import DEMO_USERS, DemoOpenIdProvider
+from proxy.demo.oidc_provider import DemoOpenIdProvider
+from proxy.demo.users import DemoUser
 from proxy.errors import ConfigError
 from proxy.identity.sso import SignIn, SignInRejected
 from proxy.identity.sso.jwks import DEFAULT_JWKS_TTL, JwksCache, http_client_for
@@ -34,7 +35,25 @@ from .tls import client_context, https_server, https_url
 
 CLIENT_ID = "demo-app"
 CALLBACK = "https://app.example/oidc/callback"
-ALICE, BOB = DEMO_USERS
+TENANT_ID = "5e7d1a3c-0d6f-4b8a-9c21-7f00de000001"
+# Users of these tests' own: the assertions below name them.
+ALICE = DemoUser(
+    "alice",
+    "alice@example.com",
+    "Alice Adams",
+    ("staff", "calendar-users"),
+    TENANT_ID,
+    "0a11ce00-0000-4000-8000-000000000001",
+)
+BOB = DemoUser(
+    "bob",
+    "bob@example.com",
+    "Bob Brown",
+    ("staff",),
+    TENANT_ID,
+    "00000b0b-0000-4000-8000-000000000002",
+)
+USERS = (ALICE, BOB)
 T = TypeVar("T")
 
 
@@ -52,7 +71,7 @@ class Idp:
 @pytest.fixture
 def idp(tmp_path: Path) -> Iterator[Idp]:
     port = free_port()
-    provider = DemoOpenIdProvider(f"https://127.0.0.1:{port}", DEMO_USERS, [CALLBACK])
+    provider = DemoOpenIdProvider(f"https://127.0.0.1:{port}", USERS, [CALLBACK])
     server, ca_file = https_server(provider.app(), tmp_path, port=port)
     server.start()
     try:
@@ -588,7 +607,7 @@ def test_authorize_lists_users_and_posts_a_verifiable_id_token(
     page = browser.get("/authorize", params=AUTHORIZE)
     assert page.status_code == 200
     assert '<html lang="en">' in page.text and "<legend>Demo users</legend>" in page.text
-    for user in DEMO_USERS:
+    for user in USERS:
         assert f'name="user" value="{user.sub}">{user.name} &lt;{user.email}&gt;' in page.text
     carried = hidden_fields(page.text)
     assert carried["state"] == AUTHORIZE["state"]

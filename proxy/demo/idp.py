@@ -16,7 +16,6 @@ import html
 import secrets
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs
@@ -32,6 +31,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
+
+from proxy.demo.users import DEMO_USERS, DemoUser
 
 __all__ = [
     "DEMO_USERS",
@@ -67,47 +68,6 @@ MAX_FORM_BYTES = 16 * 1024
 EXCLUSIVE_C14N = CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0
 
 SignWhat = Literal["assertion", "response", "both"] | None
-
-
-@dataclass(frozen=True, slots=True)
-class DemoUser:
-    id: str
-    email: str
-    name: str
-    groups: tuple[str, ...] = ()
-    tenant_id: str | None = None
-    object_id: str | None = None
-
-
-DEMO_USERS: tuple[DemoUser, ...] = (
-    # Consents for herself on Microsoft's page.
-    DemoUser(
-        id="alice",
-        email="alice@contoso.example",
-        name="Alice Johnson",
-        groups=("Sales", "All Staff"),
-        tenant_id="5b8f3c1e-2d4a-4f6b-9c7e-1a2b3c4d5e6f",
-        object_id="0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
-    ),
-    # His tenant only lets an administrator approve the app.
-    DemoUser(
-        id="bob",
-        email="bob@fabrikam.example",
-        name="Bob Lindqvist",
-        groups=("Engineering",),
-        tenant_id="9d2e7f4a-6b1c-4e3d-8a5f-7c6b5a4d3e2f",
-        object_id="1b2c3d4e-5f6a-4b7c-9d8e-0f1a2b3c4d5e",
-    ),
-    # Her mailbox is on-premises: a hybrid Exchange (EWS) rule applies to her.
-    DemoUser(
-        id="carol",
-        email="carol@hybrid.example",
-        name="Carol Okafor",
-        groups=("Support", "Exchange On-Premises"),
-        tenant_id="3e4f5a6b-7c8d-4e9f-a0b1-c2d3e4f5a6b7",
-        object_id="2c3d4e5f-6a7b-4c8d-ae9f-1a2b3c4d5e6f",
-    ),
-)
 
 
 def _q(namespace: str, name: str) -> str:

@@ -17,7 +17,6 @@ import secrets
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,43 +27,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from proxy.demo.users import DEMO_USERS, DemoUser
+
 __all__ = ["DEMO_USERS", "DemoOpenIdProvider", "DemoUser"]
 
 SIGNING_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 MAX_FORM_BYTES = 64 * 1024
 # Form fields the authorize page carries from the GET to the POST; checked again there.
 REQUEST_FIELDS = ("client_id", "redirect_uri", "response_type", "response_mode", "nonce", "state")
-
-
-@dataclass(frozen=True, slots=True)
-class DemoUser:
-    sub: str
-    email: str
-    name: str
-    tenant_id: str
-    object_id: str
-    groups: tuple[str, ...] = ()
-
-
-DEMO_TENANT_ID = "5e7d1a3c-0d6f-4b8a-9c21-7f00de000001"
-DEMO_USERS = (
-    DemoUser(
-        "alice",
-        "alice@example.com",
-        "Alice Adams",
-        DEMO_TENANT_ID,
-        "0a11ce00-0000-4000-8000-000000000001",
-        ("staff", "calendar-users"),
-    ),
-    DemoUser(
-        "bob",
-        "bob@example.com",
-        "Bob Brown",
-        DEMO_TENANT_ID,
-        "00000b0b-0000-4000-8000-000000000002",
-        ("staff",),
-    ),
-)
 
 
 class DemoOpenIdProvider:
