@@ -13,7 +13,7 @@ import pytest
 from proxy.config import settings_from_data
 from proxy.forward.headers import FORWARDED, MAX_HEADER_BYTES, RequestHeaderRules, fold
 
-from .conftest import Proxies, echo, no_tracebacks, raw_exchange, received
+from .fixtures.forwarding import Proxies, echo, no_tracebacks, raw_exchange, received
 from .servers import ProxyProcess, ThreadServer
 
 PUBLIC_URL = "https://app.example.test"
@@ -31,16 +31,6 @@ def forwarded_headers(data: dict[str, Any]) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def public_proxy(proxies: Proxies, upstream: ThreadServer) -> ProxyProcess:
     return proxies.get({"upstream": {"url": upstream.url}, "public_url": PUBLIC_URL})
-
-
-@pytest.fixture(scope="module")
-def trusting_proxy(proxies: Proxies, upstream: ThreadServer) -> ProxyProcess:
-    return proxies.get({"upstream": {"url": upstream.url}, "trusted_proxies": ["127.0.0.1/32"]})
-
-
-@pytest.fixture(scope="module")
-def host_rewriting_proxy(proxies: Proxies, upstream: ThreadServer) -> ProxyProcess:
-    return proxies.get({"upstream": {"url": upstream.url, "preserve_host": False}})
 
 
 # --- hop-by-hop ------------------------------------------------------------------------------

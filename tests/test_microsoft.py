@@ -44,18 +44,9 @@ from proxy.microsoft import (
     from_response,
 )
 
+from .fixtures.pages import title
+from .fixtures.standin import ADMIN, ALICE, BOB, CALLBACK, Browser, StandIn, callback_query
 from .servers import free_port
-from .test_microsoft_standin import (
-    ADMIN,
-    ALICE,
-    BOB,
-    CALLBACK,
-    Browser,
-    StandIn,
-    callback_query,
-    running_standin,
-    title,
-)
 
 T = TypeVar("T")
 SCOPES = ["Calendars.Read", "Contacts.Read"]
@@ -235,25 +226,6 @@ def test_describe_reference_and_the_exception() -> None:
 
 
 # --- MicrosoftClient against the stand-in ---------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
-    with running_standin(tmp_path_factory.mktemp("standin")) as standin:
-        yield standin
-
-
-@pytest.fixture
-def standin(live: StandIn) -> StandIn:
-    live.provider.reset()
-    return live
-
-
-@pytest.fixture
-def browser(standin: StandIn) -> Iterator[Browser]:
-    person = Browser(standin)
-    yield person
-    person.close()
 
 
 def registration(standin: StandIn, **changes: Any) -> MicrosoftApp:

@@ -7,9 +7,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import html
 import json
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from proxy.errors import ConfigError
 from proxy.identity.sso import SignIn, SignInRejected
 from proxy.identity.sso.oidc import DEFAULT_JWKS_TTL, JwksCache, OidcVerifier, http_client_for
 
+from .fixtures.pages import hidden_fields
 from .servers import ThreadServer, free_port
 from .tls import client_context, https_server, https_url
 
@@ -568,11 +567,6 @@ AUTHORIZE = {
     "nonce": "nonce-from-the-app",
     "state": "state&<from>the app",
 }
-
-
-def hidden_fields(page: str) -> dict[str, str]:
-    pairs = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page)
-    return {name: html.unescape(value) for name, value in pairs}
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import pytest
 from websockets import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from .conftest import Proxies, eventually, no_tracebacks, raw_exchange
-from .servers import ProxyProcess, ThreadServer
+from .fixtures.forwarding import Proxies, no_tracebacks, raw_exchange
+from .servers import ProxyProcess, ThreadServer, eventually
 from .upstream_app import RawUpstream, UpstreamApp
 
 HANDSHAKE = (
@@ -36,21 +36,6 @@ def upstream_headers(ws: ClientConnection) -> dict[str, list[str]]:
     for name, value in json.loads(reply):
         out.setdefault(name, []).append(value)
     return out
-
-
-@pytest.fixture(scope="module")
-def refused_proxy(proxies: Proxies, dead_port: int) -> ProxyProcess:
-    return proxies.get({"upstream": {"url": f"http://127.0.0.1:{dead_port}"}})
-
-
-@pytest.fixture(scope="module")
-def trusting_proxy(proxies: Proxies, upstream: ThreadServer) -> ProxyProcess:
-    return proxies.get({"upstream": {"url": upstream.url}, "trusted_proxies": ["127.0.0.1/32"]})
-
-
-@pytest.fixture(scope="module")
-def host_rewriting_proxy(proxies: Proxies, upstream: ThreadServer) -> ProxyProcess:
-    return proxies.get({"upstream": {"url": upstream.url, "preserve_host": False}})
 
 
 def test_text_messages_are_echoed(proxy: ProxyProcess) -> None:
