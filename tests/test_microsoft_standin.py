@@ -1,5 +1,5 @@
 """The Microsoft identity platform stand-in over real HTTPS, driven by a browser-like httpx
-client and raw token-endpoint calls (no msal here: tests/test_microsoft.py has msal).
+client and raw token-endpoint calls (no msal here: tests/test_microsoft_client.py has msal).
 The stand-in and the browser are fixtures in tests/fixtures/standin.py."""
 
 from __future__ import annotations
