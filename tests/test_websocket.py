@@ -8,6 +8,7 @@ import socket
 
 import pytest
 from websockets import ConnectionClosed, InvalidStatus
+from websockets.frames import Close
 from websockets.sync.client import ClientConnection, connect
 
 from .fixtures.forwarding import Proxies, no_tracebacks, raw_exchange
@@ -78,23 +79,24 @@ def test_the_upstream_chooses_the_subprotocol(
         assert ws.recv(timeout=10) == "still works"
 
 
-def test_upstream_close_code_and_reason_reach_the_client(proxy: ProxyProcess) -> None:
+def closed_by_upstream(proxy: ProxyProcess, command: str) -> Close:
+    """The close frame the client receives after asking the upstream to `close CODE REASON`."""
     with open_ws(proxy) as ws:
-        ws.send("close 4001 bye now")
+        ws.send(command)
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)
     assert closed.value.rcvd is not None
-    assert closed.value.rcvd.code == 4001
-    assert closed.value.rcvd.reason == "bye now"
+    return closed.value.rcvd
+
+
+def test_upstream_close_code_and_reason_reach_the_client(proxy: ProxyProcess) -> None:
+    received = closed_by_upstream(proxy, "close 4001 bye now")
+    assert received.code == 4001
+    assert received.reason == "bye now"
 
 
 def test_upstream_normal_close_reaches_the_client(proxy: ProxyProcess) -> None:
-    with open_ws(proxy) as ws:
-        ws.send("close 1000 done")
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=10)
-    assert closed.value.rcvd is not None
-    assert closed.value.rcvd.code == 1000
+    assert closed_by_upstream(proxy, "close 1000 done").code == 1000
 
 
 def test_client_close_code_and_reason_reach_the_upstream(
