@@ -30,22 +30,13 @@ from proxy.demo.microsoft import (
 
 from .fixtures.pages import hidden_fields, title
 from .fixtures.standin import ADMIN, ALICE, BOB, CALLBACK, CAROL, Browser, StandIn, callback_query
+from .jose import b64url, claims_of
 
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def s256(verifier: str) -> str:
-    return (
-        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    )
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    payload = token.split(".")[1]
-    claims: dict[str, Any] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
-    return claims
+    return b64url(hashlib.sha256(verifier.encode()).digest())
 
 
 @dataclass
