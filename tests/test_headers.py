@@ -163,38 +163,31 @@ def test_location_is_derived_from_host_without_public_url(proxy: ProxyProcess) -
     assert response.headers["content-location"] == "http://public.example:8443/content"
 
 
+def forwarded_location(proxy: ProxyProcess, host: str, proto: str, forwarded_host: str) -> str:
+    """The Location of the upstream's redirect, asked with a Host and X-Forwarded-*."""
+    headers = {"host": host, "x-forwarded-proto": proto, "x-forwarded-host": forwarded_host}
+    return httpx.get(f"{proxy.url}/redirect", headers=headers).headers["location"]
+
+
 def test_location_ignores_forwarded_headers_of_an_untrusted_client(proxy: ProxyProcess) -> None:
-    headers = {
-        "host": "public.example",
-        "x-forwarded-proto": "https",
-        "x-forwarded-host": "evil.example",
-    }
-    response = httpx.get(f"{proxy.url}/redirect", headers=headers)
-    assert response.headers["location"] == "http://public.example/landing?x=1#frag"
+    location = forwarded_location(proxy, "public.example", "https", "evil.example")
+    assert location == "http://public.example/landing?x=1#frag"
 
 
 def test_location_follows_forwarded_headers_of_a_trusted_proxy(
     trusting_proxy: ProxyProcess,
 ) -> None:
-    headers = {
-        "host": "internal-lb:8080",
-        "x-forwarded-proto": "https",
-        "x-forwarded-host": "public.example",
-    }
-    response = httpx.get(f"{trusting_proxy.url}/redirect", headers=headers)
-    assert response.headers["location"] == "https://public.example/landing?x=1#frag"
+    location = forwarded_location(trusting_proxy, "internal-lb:8080", "https", "public.example")
+    assert location == "https://public.example/landing?x=1#frag"
 
 
 def test_location_takes_the_first_of_several_forwarded_values(
     trusting_proxy: ProxyProcess,
 ) -> None:
-    headers = {
-        "host": "internal-lb",
-        "x-forwarded-proto": "https, http",
-        "x-forwarded-host": "public.example, lb.internal",
-    }
-    response = httpx.get(f"{trusting_proxy.url}/redirect", headers=headers)
-    assert response.headers["location"] == "https://public.example/landing?x=1#frag"
+    location = forwarded_location(
+        trusting_proxy, "internal-lb", "https, http", "public.example, lb.internal"
+    )
+    assert location == "https://public.example/landing?x=1#frag"
 
 
 def test_location_without_any_host_names_the_address_the_client_used(
