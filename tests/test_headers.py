@@ -169,6 +169,12 @@ def forwarded_location(proxy: ProxyProcess, host: str, proto: str, forwarded_hos
     return httpx.get(f"{proxy.url}/redirect", headers=headers).headers["location"]
 
 
+def redirect_to(proxy: ProxyProcess, location: str, **headers: str) -> str:
+    """The Location the client sees when the upstream redirects to `location`."""
+    response = httpx.get(f"{proxy.url}/redirect", params={"to": location}, headers=headers)
+    return response.headers["location"]
+
+
 def test_location_ignores_forwarded_headers_of_an_untrusted_client(proxy: ProxyProcess) -> None:
     location = forwarded_location(proxy, "public.example", "https", "evil.example")
     assert location == "http://public.example/landing?x=1#frag"
@@ -217,18 +223,21 @@ def test_location_elsewhere_is_untouched(
     proxy: ProxyProcess, upstream: ThreadServer, target: str
 ) -> None:
     location = target.format(port=upstream.port)
-    response = httpx.get(f"{proxy.url}/redirect", params={"to": location})
-    assert response.headers["location"] == location
+    assert redirect_to(proxy, location) == location
 
 
 def test_location_match_ignores_case_of_scheme_and_host(
     proxy: ProxyProcess, upstream: ThreadServer
 ) -> None:
     location = f"HTTP://127.0.0.1:{upstream.port}/Upper?Q=1"
-    response = httpx.get(
-        f"{proxy.url}/redirect", params={"to": location}, headers={"host": "pub.example"}
-    )
-    assert response.headers["location"] == "http://pub.example/Upper?Q=1"
+    assert redirect_to(proxy, location, host="pub.example") == "http://pub.example/Upper?Q=1"
+
+
+def test_protocol_relative_location_naming_the_upstream_is_rewritten(
+    proxy: ProxyProcess, upstream: ThreadServer
+) -> None:
+    location = f"//127.0.0.1:{upstream.port}/next?a=1"
+    assert redirect_to(proxy, location, host="pub.example") == "http://pub.example/next?a=1"
 
 
 # --- X-Forwarded-*, Forwarded, X-Real-IP, Host -------------------------------------------------
@@ -355,13 +364,3 @@ def test_protected_headers_are_removed_whatever_their_spelling() -> None:
     ]
     assert request.proto == b"https"
     assert request.host == b"app.example"
-
-
-def test_protocol_relative_location_naming_the_upstream_is_rewritten(
-    proxy: ProxyProcess, upstream: ThreadServer
-) -> None:
-    location = f"//127.0.0.1:{upstream.port}/next?a=1"
-    response = httpx.get(
-        f"{proxy.url}/redirect", params={"to": location}, headers={"host": "pub.example"}
-    )
-    assert response.headers["location"] == "http://pub.example/next?a=1"
