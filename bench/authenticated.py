@@ -26,7 +26,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from passthrough import BROWSER_HEADERS, Cell, cpu_seconds, wrk
-from servers import SMALL_BODY, ConsentProxy, Nginx, Server, exit_on_sigterm, machine_lines
+from servers import SMALL_BODY, ConsentProxy, Nginx, Server, start_report
 
 SECRET = "bench-session-secret-that-is-long-enough-000001"
 USER = "bench@contoso.example"
@@ -97,10 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 s cells")
     args = parser.parse_args(argv)
     duration = 1 if args.quick else args.duration
-    exit_on_sigterm()
-    print("consent-proxy: signed-in vs anonymous pass-through")
-    for line in machine_lines(["consent-proxy", "uvicorn", "redis"]):
-        print(line)
+    start_report(
+        ["consent-proxy", "uvicorn", "redis"], "consent-proxy: signed-in vs anonymous pass-through"
+    )
     browser = [h for h in BROWSER_HEADERS if not h.startswith("Cookie:")]
     print(f"\nGET / ({len(browser) + 1} browser headers), wrk --latency, {duration} s per cell\n")
     rows: list[tuple[str, dict[int, Cell]]] = []

@@ -36,10 +36,9 @@ from servers import (
     ConsentProxy,
     NginxProxy,
     Server,
-    exit_on_sigterm,
     fixed_upstream,
     have_nginx,
-    machine_lines,
+    start_report,
 )
 
 MiB = 1024 * 1024
@@ -372,10 +371,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    exit_on_sigterm()
-    print("consent-proxy passthrough benchmark")
-    for line in machine_lines(["consent-proxy", "uvicorn", "uvloop", "httptools", "psutil"]):
-        print(line)
+    packages = ["consent-proxy", "uvicorn", "uvloop", "httptools", "psutil"]
+    start_report(packages, "consent-proxy passthrough benchmark")
     if shutil.which("wrk") is None:
         print("\n  note: wrk is not installed (apt-get install wrk): no request rows")
     else:

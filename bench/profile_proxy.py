@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from passthrough import BROWSER_HEADERS, wrk
-from servers import ConsentProxy, exit_on_sigterm, fixed_upstream, machine_lines
+from servers import ConsentProxy, fixed_upstream, start_report
 
 _FRAME = re.compile(r"(?P<fn>.*?) \((?P<path>.*?)(?::\d+)?\)$")
 
@@ -83,9 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=30, help="how many functions to list")
     parser.add_argument("--stacks", type=Path, help="keep py-spy's collapsed stacks here")
     args = parser.parse_args(argv)
-    exit_on_sigterm()
-    for line in machine_lines(["consent-proxy", "uvicorn", "uvloop", "httptools", "py-spy"]):
-        print(line)
+    start_report(["consent-proxy", "uvicorn", "uvloop", "httptools", "py-spy"])
     spy = py_spy()
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
         stacks = args.stacks or Path(tmp) / "stacks.txt"

@@ -349,3 +349,13 @@ def machine_lines(dists: Sequence[str]) -> Iterator[str]:
     yield f"nginx:   {_first_line([nginx, '-v']) if nginx else 'absent'}"
     wrk = shutil.which("wrk")
     yield f"wrk:     {_first_line([wrk, '-v']) if wrk else 'absent'}"
+
+
+def start_report(dists: Sequence[str], title: str = "") -> None:
+    """What every benchmark does first: let SIGTERM stop its servers, then print its title
+    and the machine, Python, packages and tools the numbers below come from."""
+    exit_on_sigterm()
+    if title:
+        print(title)
+    for line in machine_lines(dists):
+        print(line)

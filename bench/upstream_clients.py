@@ -24,7 +24,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from servers import SMALL_BODY, exit_on_sigterm, fixed_upstream, have_nginx, machine_lines
+from servers import SMALL_BODY, fixed_upstream, have_nginx, start_report
 
 from proxy.config import UpstreamSettings
 from proxy.forward.upstream import UpstreamPool
@@ -183,10 +183,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    exit_on_sigterm()
-    print("upstream-leg HTTP clients")
-    for line in machine_lines(["consent-proxy", "httpx", "httpcore", "aiohttp", "httptools"]):
-        print(line)
+    packages = ["consent-proxy", "httpx", "httpcore", "aiohttp", "httptools"]
+    start_report(packages, "upstream-leg HTTP clients")
     candidates = [c for c in CANDIDATES if importlib.util.find_spec(c.module)]
     with fixed_upstream() as upstream:
         results = uvloop.run(measure(upstream.url, candidates, args))

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,16 @@ def wait_for_port(
             return
         time.sleep(0.02)
     raise TimeoutError(f"nothing listening on port {port}")
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Poll until `check()` holds; for effects that travel between processes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return check()
 
 
 class ThreadServer:

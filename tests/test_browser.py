@@ -1,50 +1,20 @@
 """A person at a browser: Debian's Chromium, driven by Playwright, clicks through the demo —
 sign in at the demo IdP, Microsoft's consent page, back in the app with meetings listed;
 the decline path; the admin-approval page. A screenshot of each page is saved under
-test-output/screenshots/. Nothing here downloads a browser: it uses /usr/bin/chromium."""
+test-output/screenshots/. The `demo` and `chromium` fixtures are in tests/fixtures/."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .test_demo import ROOT, running_demo
+from .fixtures.chromium import EXTRA
+from .fixtures.demo import ROOT
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = ROOT / "test-output" / "screenshots"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--ignore-certificate-errors",  # the demo's CA is made at start-up
-]
 
-playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is a test extra")
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    with running_demo(tmp_path_factory.mktemp("browser-demo")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is missing: .ci/run installs it with apt")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        yield browser
-        browser.close()
+pytest.importorskip("playwright.sync_api", reason=EXTRA)
 
 
 def page_for(chromium: object) -> object:
@@ -53,6 +23,7 @@ def page_for(chromium: object) -> object:
 
 
 def shot(page: object, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
 
 

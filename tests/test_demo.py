@@ -3,65 +3,13 @@ real demo process (demo app, demo IdP, Microsoft stand-in over HTTPS, proxy)."""
 
 from __future__ import annotations
 
-import contextlib
-import html
-import re
 import ssl
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urljoin
 
 import httpx
-import pytest
 
-from .servers import free_port, wait_for_port
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@contextlib.contextmanager
-def running_demo(folder: Path) -> Iterator[tuple[str, Path]]:
-    """`consent-proxy demo` as a process; its URL and its folder (the CA is there)."""
-    port = free_port()
-    with (folder / "demo.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "proxy.cli",
-                "demo",
-                "--port",
-                str(port),
-                "--folder",
-                str(folder),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    try:
-        wait_for_port(port, proc=proc)
-        yield f"http://127.0.0.1:{port}", folder
-    finally:
-        proc.terminate()
-        proc.wait(15)
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    with running_demo(tmp_path_factory.mktemp("demo")) as running:
-        yield running
-
-
-def form(page: httpx.Response, **fields: str) -> tuple[str, dict[str, str]]:
-    match = re.search(r'<form method="post" action="([^"]+)"', page.text)
-    assert match, page.text
-    hidden = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.text)
-    data = {k: html.unescape(v) for k, v in hidden}
-    data.update(fields)
-    return urljoin(str(page.url), html.unescape(match[1])), data
+from .fixtures.pages import form
 
 
 def follow(http: httpx.Client, response: httpx.Response) -> httpx.Response:

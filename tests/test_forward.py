@@ -14,16 +14,15 @@ import httpx
 import psutil
 import pytest
 
-from .conftest import (
+from .fixtures.forwarding import (
     Proxies,
     echo,
-    eventually,
     no_tracebacks,
     raw_exchange,
     received,
     upstream_stats,
 )
-from .servers import ProxyProcess, ThreadServer
+from .servers import ProxyProcess, ThreadServer, eventually
 from .upstream_app import RawUpstream, UpstreamApp, pattern, pattern_crc
 
 MiB = 1024 * 1024
@@ -80,11 +79,6 @@ def parse_raw_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
 def slow_proxy(proxies: Proxies, upstream: ThreadServer) -> ProxyProcess:
     """Gives up on the upstream after half a second."""
     return proxies.get({"upstream": {"url": upstream.url, "timeouts": {"read": 0.5}}})
-
-
-@pytest.fixture(scope="module")
-def refused_proxy(proxies: Proxies, dead_port: int) -> ProxyProcess:
-    return proxies.get({"upstream": {"url": f"http://127.0.0.1:{dead_port}"}})
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from proxy.config import settings_from_data
 from proxy.forward.headers import FORWARDED, MAX_HEADER_BYTES, RequestHeaderRules, fold
 
-from .conftest import Proxies, echo, no_tracebacks, raw_exchange, received
+from .fixtures.forwarding import Proxies, echo, no_tracebacks, raw_exchange, received
 from .servers import ProxyProcess, ThreadServer
 
 PUBLIC_URL = "https://app.example.test"
@@ -31,16 +31,6 @@ def forwarded_headers(data: dict[str, Any]) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def public_proxy(proxies: Proxies, upstream: ThreadServer) -> ProxyProcess:
     return proxies.get({"upstream": {"url": upstream.url}, "public_url": PUBLIC_URL})
-
-
-@pytest.fixture(scope="module")
-def trusting_proxy(proxies: Proxies, upstream: ThreadServer) -> ProxyProcess:
-    return proxies.get({"upstream": {"url": upstream.url}, "trusted_proxies": ["127.0.0.1/32"]})
-
-
-@pytest.fixture(scope="module")
-def host_rewriting_proxy(proxies: Proxies, upstream: ThreadServer) -> ProxyProcess:
-    return proxies.get({"upstream": {"url": upstream.url, "preserve_host": False}})
 
 
 # --- hop-by-hop ------------------------------------------------------------------------------
@@ -173,38 +163,37 @@ def test_location_is_derived_from_host_without_public_url(proxy: ProxyProcess) -
     assert response.headers["content-location"] == "http://public.example:8443/content"
 
 
+def forwarded_location(proxy: ProxyProcess, host: str, proto: str, forwarded_host: str) -> str:
+    """The Location of the upstream's redirect, asked with a Host and X-Forwarded-*."""
+    headers = {"host": host, "x-forwarded-proto": proto, "x-forwarded-host": forwarded_host}
+    return httpx.get(f"{proxy.url}/redirect", headers=headers).headers["location"]
+
+
+def redirect_to(proxy: ProxyProcess, location: str, **headers: str) -> str:
+    """The Location the client sees when the upstream redirects to `location`."""
+    response = httpx.get(f"{proxy.url}/redirect", params={"to": location}, headers=headers)
+    return response.headers["location"]
+
+
 def test_location_ignores_forwarded_headers_of_an_untrusted_client(proxy: ProxyProcess) -> None:
-    headers = {
-        "host": "public.example",
-        "x-forwarded-proto": "https",
-        "x-forwarded-host": "evil.example",
-    }
-    response = httpx.get(f"{proxy.url}/redirect", headers=headers)
-    assert response.headers["location"] == "http://public.example/landing?x=1#frag"
+    location = forwarded_location(proxy, "public.example", "https", "evil.example")
+    assert location == "http://public.example/landing?x=1#frag"
 
 
 def test_location_follows_forwarded_headers_of_a_trusted_proxy(
     trusting_proxy: ProxyProcess,
 ) -> None:
-    headers = {
-        "host": "internal-lb:8080",
-        "x-forwarded-proto": "https",
-        "x-forwarded-host": "public.example",
-    }
-    response = httpx.get(f"{trusting_proxy.url}/redirect", headers=headers)
-    assert response.headers["location"] == "https://public.example/landing?x=1#frag"
+    location = forwarded_location(trusting_proxy, "internal-lb:8080", "https", "public.example")
+    assert location == "https://public.example/landing?x=1#frag"
 
 
 def test_location_takes_the_first_of_several_forwarded_values(
     trusting_proxy: ProxyProcess,
 ) -> None:
-    headers = {
-        "host": "internal-lb",
-        "x-forwarded-proto": "https, http",
-        "x-forwarded-host": "public.example, lb.internal",
-    }
-    response = httpx.get(f"{trusting_proxy.url}/redirect", headers=headers)
-    assert response.headers["location"] == "https://public.example/landing?x=1#frag"
+    location = forwarded_location(
+        trusting_proxy, "internal-lb", "https, http", "public.example, lb.internal"
+    )
+    assert location == "https://public.example/landing?x=1#frag"
 
 
 def test_location_without_any_host_names_the_address_the_client_used(
@@ -234,18 +223,21 @@ def test_location_elsewhere_is_untouched(
     proxy: ProxyProcess, upstream: ThreadServer, target: str
 ) -> None:
     location = target.format(port=upstream.port)
-    response = httpx.get(f"{proxy.url}/redirect", params={"to": location})
-    assert response.headers["location"] == location
+    assert redirect_to(proxy, location) == location
 
 
 def test_location_match_ignores_case_of_scheme_and_host(
     proxy: ProxyProcess, upstream: ThreadServer
 ) -> None:
     location = f"HTTP://127.0.0.1:{upstream.port}/Upper?Q=1"
-    response = httpx.get(
-        f"{proxy.url}/redirect", params={"to": location}, headers={"host": "pub.example"}
-    )
-    assert response.headers["location"] == "http://pub.example/Upper?Q=1"
+    assert redirect_to(proxy, location, host="pub.example") == "http://pub.example/Upper?Q=1"
+
+
+def test_protocol_relative_location_naming_the_upstream_is_rewritten(
+    proxy: ProxyProcess, upstream: ThreadServer
+) -> None:
+    location = f"//127.0.0.1:{upstream.port}/next?a=1"
+    assert redirect_to(proxy, location, host="pub.example") == "http://pub.example/next?a=1"
 
 
 # --- X-Forwarded-*, Forwarded, X-Real-IP, Host -------------------------------------------------
@@ -372,13 +364,3 @@ def test_protected_headers_are_removed_whatever_their_spelling() -> None:
     ]
     assert request.proto == b"https"
     assert request.host == b"app.example"
-
-
-def test_protocol_relative_location_naming_the_upstream_is_rewritten(
-    proxy: ProxyProcess, upstream: ThreadServer
-) -> None:
-    location = f"//127.0.0.1:{upstream.port}/next?a=1"
-    response = httpx.get(
-        f"{proxy.url}/redirect", params={"to": location}, headers={"host": "pub.example"}
-    )
-    assert response.headers["location"] == "http://pub.example/next?a=1"

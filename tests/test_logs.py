@@ -25,7 +25,7 @@ from proxy.ops.logs import (
     redact,
 )
 
-from .conftest import received
+from .fixtures.forwarding import received
 from .servers import ProxyProcess, ThreadServer, running
 
 JWT = (

@@ -1,24 +1,18 @@
 """The Microsoft identity platform stand-in over real HTTPS, driven by a browser-like httpx
-client and raw token-endpoint calls (no msal here: tests/test_microsoft.py has msal).
-
-The helpers at the top (`StandIn`, `Browser`, `callback_query`) are shared with
-tests/test_microsoft.py."""
+client and raw token-endpoint calls (no msal here: tests/test_microsoft_client.py has msal).
+The stand-in and the browser are fixtures in tests/fixtures/standin.py."""
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
-import html
 import json
 import re
 import secrets
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -31,123 +25,18 @@ from proxy.demo.microsoft import (
     FABRIKAM,
     GRAPH,
     HYBRID,
-    MicrosoftStandIn,
     demo_app,
 )
 
-from .servers import ThreadServer, free_port, running
-from .tls import client_context, https_server, https_url
+from .fixtures.pages import hidden_fields, title
+from .fixtures.standin import ADMIN, ALICE, BOB, CALLBACK, CAROL, Browser, StandIn, callback_query
+from .jose import b64url, claims_of
 
-CALLBACK = "https://app.example/.consent-proxy/callback"
-ALICE, BOB, CAROL = (u.email for u in SSO_USERS)
-ADMIN = "admin@fabrikam.example"
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-# --- shared helpers ------------------------------------------------------------------------
-
-
-@dataclass
-class StandIn:
-    provider: MicrosoftStandIn
-    server: ThreadServer
-    ca_file: Path
-
-    @property
-    def url(self) -> str:
-        return https_url(self.server)
-
-
-@contextlib.contextmanager
-def running_standin(tmp_path: Path) -> Iterator[StandIn]:
-    port = free_port()
-    provider = MicrosoftStandIn(f"https://127.0.0.1:{port}", apps=[demo_app(CALLBACK)])
-    server, ca_file = https_server(provider.app(), tmp_path, port=port)
-    with running(server):
-        yield StandIn(provider, server, ca_file)
-
-
-class Browser:
-    """A person at a browser: reads the stand-in's pages and submits their forms."""
-
-    def __init__(self, standin: StandIn) -> None:
-        self.http = httpx.Client(verify=client_context(standin.ca_file), timeout=10)
-
-    def close(self) -> None:
-        self.http.close()
-
-    def open(self, url: str) -> httpx.Response:
-        return self.http.get(url)
-
-    def submit(self, page: httpx.Response, **fields: str) -> httpx.Response:
-        match = re.search(r'<form method="post" action="([^"]+)"', page.text)
-        assert match, page.text
-        data = {**hidden_fields(page.text), **fields}
-        return self.http.post(urljoin(str(page.url), html.unescape(match[1])), data=data)
-
-    def consent(self, url: str, decision: str = "accept", **fields: str) -> dict[str, str]:
-        """Open `url`, pick `fields["user"]` if asked who you are, then take `decision` on
-        whatever page comes; the query the browser brings back to the callback."""
-        page = self.open(url)
-        if page.status_code == 200 and title(page) == "Pick an account":
-            page = self.submit(page, user=fields.pop("user"))
-        if page.status_code == 200:
-            page = self.submit(page, decision=decision, **fields)
-        return callback_query(page)
-
-
-def hidden_fields(text: str) -> dict[str, str]:
-    found = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', text)
-    return {name: html.unescape(value) for name, value in found}
-
-
-def title(page: httpx.Response) -> str:
-    match = re.search(r"<h1>(.*?)</h1>", page.text)
-    return html.unescape(match[1]) if match else ""
-
-
-def callback_query(response: httpx.Response) -> dict[str, str]:
-    """The query of a redirect to the registered callback (and nothing else)."""
-    assert response.status_code == 302, response.text
-    location = response.headers["location"]
-    assert location.startswith(CALLBACK + "?"), location
-    return dict(parse_qsl(urlsplit(location).query))
-
-
 def s256(verifier: str) -> str:
-    return (
-        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    )
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    payload = token.split(".")[1]
-    claims: dict[str, Any] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
-    return claims
-
-
-# --- fixtures ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
-    with running_standin(tmp_path_factory.mktemp("standin")) as standin:
-        yield standin
-
-
-@pytest.fixture
-def standin(live: StandIn) -> StandIn:
-    live.provider.reset()
-    return live
-
-
-@pytest.fixture
-def browser(standin: StandIn) -> Iterator[Browser]:
-    person = Browser(standin)
-    yield person
-    person.close()
+    return b64url(hashlib.sha256(verifier.encode()).digest())
 
 
 @dataclass

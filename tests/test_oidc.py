@@ -4,12 +4,9 @@ fetched by the verifier through discovery and JWKS with httpx, trusting a test C
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import hmac
-import html
 import json
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +27,8 @@ from proxy.identity.sso import SignIn, SignInRejected
 from proxy.identity.sso.jwks import DEFAULT_JWKS_TTL, JwksCache, http_client_for
 from proxy.identity.sso.oidc import OidcVerifier
 
+from .fixtures.pages import hidden_fields
+from .jose import b64url, claims_of
 from .servers import ThreadServer, free_port
 from .tls import client_context, https_server, https_url
 
@@ -131,20 +130,8 @@ def rejection(
     return caught.value.description
 
 
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def segment(value: Any) -> str:
-    return b64(json.dumps(value).encode())
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    payload = token.split(".")[1]
-    result: dict[str, Any] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
-    return result
+    return b64url(json.dumps(value).encode())
 
 
 @cache
@@ -310,7 +297,7 @@ def test_hmac_signed_with_the_public_key_is_rejected(idp: Idp) -> None:
     claims = claims_of(provider.id_token(ALICE, CLIENT_ID))
     claims["sub"] = "mallory"
     signing_input = f"{segment({'alg': 'HS256', 'kid': published['kid']})}.{segment(claims)}"
-    signature = b64(hmac.new(pem, signing_input.encode(), hashlib.sha256).digest())
+    signature = b64url(hmac.new(pem, signing_input.encode(), hashlib.sha256).digest())
 
     reason = rejection(endpoint(idp), f"{signing_input}.{signature}")
 
@@ -384,10 +371,10 @@ GARBAGE = [
     ("é.e30.c2ln", "not ASCII"),
     ("abcde.e30.c2ln", "header is not base64url"),
     (".e30.c2ln", "header is not base64url"),
-    (b64(b"not json") + ".e30.c2ln", "header is not JSON"),
-    (b64(b"\xff\xfe\x00") + ".e30.c2ln", "header is not JSON"),
-    (b64(b"[" * 5000) + ".e30.c2ln", "header is not JSON"),
-    (b64(b'{"alg":"RS256","alg":"none"}') + ".e30.c2ln", "header repeats the member 'alg'"),
+    (b64url(b"not json") + ".e30.c2ln", "header is not JSON"),
+    (b64url(b"\xff\xfe\x00") + ".e30.c2ln", "header is not JSON"),
+    (b64url(b"[" * 5000) + ".e30.c2ln", "header is not JSON"),
+    (b64url(b'{"alg":"RS256","alg":"none"}') + ".e30.c2ln", "header repeats the member 'alg'"),
     (segment([1, 2]) + ".e30.c2ln", "header is not a JSON object"),
     (segment("alg") + ".e30.c2ln", "header is not a JSON object"),
     (segment({}) + ".e30.c2ln", "names no algorithm"),
@@ -588,11 +575,6 @@ AUTHORIZE = {
     "nonce": "nonce-from-the-app",
     "state": "state&<from>the app",
 }
-
-
-def hidden_fields(page: str) -> dict[str, str]:
-    pairs = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page)
-    return {name: html.unescape(value) for name, value in pairs}
 
 
 @pytest.fixture

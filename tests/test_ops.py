@@ -24,8 +24,7 @@ from proxy.asgi import Receive, Scope, Send
 from proxy.ops.listener import OpsApp, Route, flag_check, ping_check, tcp_check
 from proxy.store import StoreError
 
-from .conftest import eventually
-from .servers import ProxyProcess, ThreadServer, free_port, running, wait_for_port
+from .servers import ProxyProcess, ThreadServer, eventually, free_port, running, wait_for_port
 from .sso_app import SsoApp
 from .upstream_app import UpstreamApp
 

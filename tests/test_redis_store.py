@@ -10,7 +10,6 @@ import asyncio
 import gc
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import traceback
@@ -26,7 +25,9 @@ from proxy.config import Secret, settings_from_data
 from proxy.errors import ConfigError
 from proxy.store import StoreError, open_store
 from proxy.store.redis import RedisStore
-from tests.test_store import raw_redis, redis_prefix, redis_settings
+
+from .fixtures.redis_server import RedisServer, raw_redis, redis_prefix, redis_settings
+from .servers import free_port, wait_for_port
 
 PASSWORD = "correct-horse-battery-staple-7"  # the throwaway server's
 WRONG_PASSWORD = "wrong-password-must-never-show-3141"
@@ -50,58 +51,11 @@ def prefix() -> Iterator[str]:
         yield prefix
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """A throwaway redis-server on its own port, to stop and start at will."""
-
-    def __init__(self, *options: str) -> None:
-        self.port = free_port()
-        self.options = options
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary is not None
-        listen = ["--port", str(self.port), "--bind", "127.0.0.1"]
-        ephemeral = ["--save", "", "--appendonly", "no"]
-        self.process = subprocess.Popen(
-            [binary, *listen, *ephemeral, *self.options], stdout=subprocess.DEVNULL
-        )
-        self.wait_for(self.port)
-
-    @staticmethod
-    def wait_for(port: int) -> None:
-        deadline = time.monotonic() + HANG_GUARD
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=HANG_GUARD)
-            self.process = None
-
-
 @pytest.fixture
-def server() -> Iterator[Server]:
+def server() -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
-    server = Server("--requirepass", PASSWORD)
+    server = RedisServer("--requirepass", PASSWORD)
     server.start()
     try:
         yield server
@@ -109,7 +63,7 @@ def server() -> Iterator[Server]:
         server.stop()
 
 
-def on(server: Server, password: str = PASSWORD, **options: Any) -> RedisStore:
+def on(server: RedisServer, password: str = PASSWORD, **options: Any) -> RedisStore:
     return RedisStore(
         RedisSettings(type="redis", url=server.url, password=Secret(value=password), **options)
     )
@@ -231,7 +185,7 @@ def test_purge_has_nothing_to_do(prefix: str) -> None:
 # --- failures -------------------------------------------------------------------------------
 
 
-def test_a_wrong_password_is_a_store_error_that_never_shows_it(server: Server) -> None:
+def test_a_wrong_password_is_a_store_error_that_never_shows_it(server: RedisServer) -> None:
     error = store_error(on(server, WRONG_PASSWORD, timeout=0.5), lambda s: s.get("ns", "k"))
     shown = "".join(traceback.format_exception(error)) + repr(error) + error.description
     assert WRONG_PASSWORD not in shown
@@ -241,7 +195,7 @@ def test_a_wrong_password_is_a_store_error_that_never_shows_it(server: Server) -
     assert error.code == "store_unavailable"
 
 
-def test_the_right_password_works(server: Server) -> None:
+def test_the_right_password_works(server: RedisServer) -> None:
     async def body(store: RedisStore) -> bytes | None:
         await store.put("ns", "k", b"v")
         return await store.get("ns", "k")
@@ -264,7 +218,7 @@ def test_a_server_error_is_a_store_error(prefix: str) -> None:
     assert "ResponseError: WRONGTYPE" in str(error)
 
 
-def test_killed_connections_are_replaced_without_an_error(server: Server) -> None:
+def test_killed_connections_are_replaced_without_an_error(server: RedisServer) -> None:
     async def body(store: RedisStore) -> list[bytes | None]:
         await store.put("ns", "k", b"v")
         await asyncio.gather(*(store.get("ns", "k") for _ in range(5)))  # a few pooled
@@ -275,7 +229,7 @@ def test_killed_connections_are_replaced_without_an_error(server: Server) -> Non
     assert run(on(server), body) == [b"v"] * 5
 
 
-def test_an_outage_is_a_store_error_and_the_same_store_recovers(server: Server) -> None:
+def test_an_outage_is_a_store_error_and_the_same_store_recovers(server: RedisServer) -> None:
     async def body(store: RedisStore) -> bytes | None:
         await store.put("ns", "k", b"before")
         server.stop()
@@ -295,7 +249,7 @@ def test_an_outage_is_a_store_error_and_the_same_store_recovers(server: Server) 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
 def test_a_server_that_stops_answering_is_a_store_error_within_the_timeout(
-    server: Server,
+    server: RedisServer,
 ) -> None:
     assert server.process is not None
     process = server.process
@@ -335,7 +289,7 @@ def test_no_sentinel_answering_is_a_quick_store_error() -> None:
     )
 
 
-def test_a_sentinel_managed_primary_is_found_and_used(server: Server, tmp_path: Path) -> None:
+def test_a_sentinel_managed_primary_is_found_and_used(server: RedisServer, tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "sentinel.conf"  # Sentinel rewrites its file: it must be writable
     config.write_text(
@@ -347,7 +301,7 @@ def test_a_sentinel_managed_primary_is_found_and_used(server: Server, tmp_path: 
     assert binary is not None
     sentinel = subprocess.Popen([binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL)
     try:
-        Server.wait_for(port)
+        wait_for_port(port, HANG_GUARD, proc=sentinel)
         topology = {"master_name": "mymaster", "sentinels": [f"127.0.0.1:{port}"]}
         store = RedisStore(
             redis_settings(sentinel=topology, password=Secret(value=PASSWORD), timeout=0.5)

@@ -5,7 +5,6 @@ both serving the app, and both recover by themselves when it returns."""
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,9 +16,9 @@ import pytest
 import redis
 import yaml
 
-from .servers import ProxyProcess, free_port, running, wait_for_port
+from .fixtures.redis_server import RedisServer
+from .servers import ProxyProcess, eventually, free_port, running, wait_for_port
 from .test_consent import ALICE, AUDIENCE, Env, Person, consent_env, user_id
-from .test_redis_store import Server
 
 TOKEN = "x-consent-proxy-access-token"
 INTEGRATION = "x-consent-proxy-integration"
@@ -29,7 +28,7 @@ INTEGRATION = "x-consent-proxy-integration"
 class Replicas:
     env: Env  # replica A is env.proxy, in front of the shared app and stand-in
     b: ProxyProcess
-    redis: Server
+    redis: RedisServer
     prefix: str
     ops_a: str
     ops_b: str
@@ -42,7 +41,7 @@ def replicas(tmp_path: Path) -> Iterator[Replicas]:
     data = tmp_path / "redis"
     for folder in (data, tmp_path / "a", tmp_path / "b"):
         folder.mkdir()
-    server = Server("--appendonly", "yes", "--appendfsync", "always", "--dir", str(data))
+    server = RedisServer("--appendonly", "yes", "--appendfsync", "always", "--dir", str(data))
     server.start()
     prefix = f"test:{uuid4().hex}:"
     store = {"type": "redis", "url": server.url, "key_prefix": prefix, "timeout": 0.5}
@@ -106,13 +105,6 @@ def ready(ops: str) -> tuple[int, str]:
     return response.status_code, response.text
 
 
-def eventually(check: object, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
-
-
 def test_redis_outage_keeps_both_serving_and_both_recover(replicas: Replicas) -> None:
     person = Person(replicas.env)
     connect(person)
@@ -139,12 +131,16 @@ def test_redis_outage_keeps_both_serving_and_both_recover(replicas: Replicas) ->
         replicas.redis.start()  # same port, same data directory
 
     for ops in (replicas.ops_a, replicas.ops_b):
-        eventually(lambda ops=ops: ready(ops)[0] == 200)
+        assert eventually(lambda ops=ops: ready(ops)[0] == 200, 15.0, interval=0.1)
     raw = redis.Redis.from_url(replicas.redis.url)
     assert set(kept) <= set(raw.scan_iter(match=f"{replicas.prefix}*"))  # nothing lost
     raw.close()
     for proxy in (replicas.env.proxy, replicas.b):
-        eventually(lambda proxy=proxy: through(proxy, cookies).get(INTEGRATION) == "connected")
+        assert eventually(
+            lambda proxy=proxy: through(proxy, cookies).get(INTEGRATION) == "connected",
+            15.0,
+            interval=0.1,
+        )
     logs = replicas.env.proxy.logs() + replicas.b.logs()
     assert "Redis store" in logs and "Traceback" not in logs
     person.close()

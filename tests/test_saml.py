@@ -20,11 +20,9 @@ from cryptography.hazmat.primitives import hashes
 
 from proxy.config import SamlEndpoint
 from proxy.demo.idp import (
-    EMAIL_ATTRIBUTE,
     GROUPS_ATTRIBUTE,
     NAME_ATTRIBUTE,
     OBJECT_ID_ATTRIBUTE,
-    TENANT_ATTRIBUTE,
     DemoIdentityProvider,
     DemoUser,
 )
@@ -33,10 +31,9 @@ from proxy.identity.sso import SignIn, SignInRejected, saml
 from proxy.identity.sso.saml import MAX_RESPONSE_BYTES, SamlVerifier
 
 from . import saml_forge as forge
+from .fixtures.idp import AUDIENCE, IDP_ENTITY, attribute_settings
 from .servers import ThreadServer, running
 
-IDP_ENTITY = "https://idp.demo.example/metadata"
-AUDIENCE = "https://app.example.com/saml/metadata"
 ACS = "https://app.example.com/saml/acs"
 SKEW = 120.0
 
@@ -71,14 +68,7 @@ def endpoint(certificates: tuple[Path, ...] = (), **settings: Any) -> SamlEndpoi
 @pytest.fixture
 def verifier(cert_file: Path) -> SamlVerifier:
     return SamlVerifier(
-        endpoint(
-            (cert_file,),
-            email_attribute=EMAIL_ATTRIBUTE,
-            name_attribute=NAME_ATTRIBUTE,
-            tenant_attribute=TENANT_ATTRIBUTE,
-            object_id_attribute=OBJECT_ID_ATTRIBUTE,
-            attributes=(GROUPS_ATTRIBUTE, "not-sent"),
-        ),
+        endpoint((cert_file,), **attribute_settings(), attributes=(GROUPS_ATTRIBUTE, "not-sent")),
         SKEW,
     )
 

@@ -13,22 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.demo.idp import (
-    EMAIL_ATTRIBUTE,
-    GROUPS_ATTRIBUTE,
-    NAME_ATTRIBUTE,
-    OBJECT_ID_ATTRIBUTE,
-    TENANT_ATTRIBUTE,
-    DemoIdentityProvider,
-)
+from proxy.demo.idp import GROUPS_ATTRIBUTE, DemoIdentityProvider
 
 from . import saml_forge as forge
+from .fixtures.idp import AUDIENCE, IDP_ENTITY, attribute_settings
 from .servers import ProxyProcess, ThreadServer, running
 from .sso_app import SsoApp
 from .stored import session_settings, stored
-
-IDP_ENTITY = "https://idp.demo.example/metadata"
-AUDIENCE = "https://app.example.com/saml/metadata"
 
 
 class Harness:
@@ -73,10 +64,7 @@ def saml(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
                         "idp_certificates": [str(idp.write_certificate(work / "idp.pem"))],
                         "audience": AUDIENCE,
                         "destination": acs,
-                        "email_attribute": EMAIL_ATTRIBUTE,
-                        "name_attribute": NAME_ATTRIBUTE,
-                        "tenant_attribute": TENANT_ATTRIBUTE,
-                        "object_id_attribute": OBJECT_ID_ATTRIBUTE,
+                        **attribute_settings(),
                         "attributes": [GROUPS_ATTRIBUTE],
                         "groups_attribute": GROUPS_ATTRIBUTE,
                     }

@@ -3,65 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import pytest
-import redis
 
-from proxy.config import RedisStore as RedisSettings
 from proxy.config import SqliteStore as SqliteSettings
 from proxy.errors import ConfigError
 from proxy.store import Store, StoreError, open_store
 from proxy.store.redis import RedisStore
 from proxy.store.sqlite import MIGRATIONS, SqliteStore
 
-# The Redis the tests use: each test writes under its own key prefix and deletes it afterwards.
-REDIS_URL = os.environ.get("CONSENT_PROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def raw_redis() -> redis.Redis:
-    """A plain synchronous client, to look behind the store's back."""
-    return redis.Redis.from_url(REDIS_URL, socket_timeout=5)
-
-
-def require_redis() -> None:
-    with raw_redis() as client:
-        try:
-            client.ping()
-        except redis.RedisError as exc:
-            pytest.skip(f"no Redis at {REDIS_URL} ({exc}); set CONSENT_PROXY_TEST_REDIS_URL")
-
-
-def delete_prefix(prefix: str) -> None:
-    with raw_redis() as client:
-        names = list(client.scan_iter(match=escape_glob(prefix) + "*", count=500))
-        if names:
-            client.delete(*names)
-
-
-def escape_glob(text: str) -> str:
-    return "".join(f"\\{c}" if c in "\\*?[]" else c for c in text)
-
-
-def redis_settings(**options: Any) -> RedisSettings:
-    return RedisSettings(type="redis", url=REDIS_URL, **options)
-
-
-@contextmanager
-def redis_prefix() -> Iterator[str]:
-    """A fresh key prefix on the test Redis, emptied afterwards."""
-    require_redis()
-    prefix = f"test:{uuid4().hex}:"
-    try:
-        yield prefix
-    finally:
-        delete_prefix(prefix)
+from .fixtures.redis_server import redis_prefix, redis_settings
 
 
 @contextmanager

@@ -3,14 +3,12 @@ revocation, transient failures — over the same real servers as the consent jou
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +16,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from .jose import claims_of
 from .servers import free_port, wait_for_port
 from .test_consent import ALICE, PREFIX, Env, Person, consent_env, submit_form, user_id
 
@@ -32,14 +31,6 @@ NAMES = {
     "ews": "x-consent-proxy-ews-url",
     "assertion": "x-consent-proxy-assertion",
 }
-
-
-def claims(jwt: str) -> dict[str, Any]:
-    payload = jwt.split(".")[1]
-    decoded: dict[str, Any] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
-    return decoded
 
 
 @pytest.fixture
@@ -72,10 +63,10 @@ def test_connected_user_gets_identity_and_token_headers(person: Person) -> None:
     assert got[NAMES["oid"]] == ALICE.object_id
     assert got[NAMES["integration"]] == "connected"
     assert got[NAMES["route"]] == "graph"
-    token = claims(got[NAMES["token"]])
+    token = claims_of(got[NAMES["token"]])
     assert token["oid"] == ALICE.object_id and "Calendars.Read" in token["scp"]
     assert abs(int(got[NAMES["expires"]]) - token["exp"]) <= 2  # msal counts from expires_in
-    assertion = claims(got[NAMES["assertion"]])
+    assertion = claims_of(got[NAMES["assertion"]])
     assert assertion["upn"] == ALICE.email and assertion["integration"] == "connected"
     assert assertion["tid"] == ALICE.tenant_id and assertion["exp"] > assertion["iat"]
 
@@ -176,7 +167,7 @@ def test_transient_refresh_failure_keeps_forwarding_the_valid_token(person: Pers
     person.env.standin.fail_token_requests(5, status=503)
     got = seen(person)
     assert got[NAMES["integration"]] == "connected"
-    assert claims(got[NAMES["token"]])["oid"] == ALICE.object_id
+    assert claims_of(got[NAMES["token"]])["oid"] == ALICE.object_id
     assert "retry in" in person.env.proxy.logs()
 
 
@@ -258,7 +249,7 @@ def test_token_broker(with_ops: tuple[Person, str]) -> None:
     answer = broker(ops, alice)
     assert answer.status_code == 200
     body = answer.json()
-    assert claims(body["access_token"])["oid"] == ALICE.object_id
+    assert claims_of(body["access_token"])["oid"] == ALICE.object_id
     assert body["route"] == "graph" and body["expires_at"] > 0
     assert answer.headers["cache-control"] == "no-store"
     logs = person.env.proxy.logs()

@@ -8,10 +8,11 @@ import socket
 
 import pytest
 from websockets import ConnectionClosed, InvalidStatus
+from websockets.frames import Close
 from websockets.sync.client import ClientConnection, connect
 
-from .conftest import Proxies, eventually, no_tracebacks, raw_exchange
-from .servers import ProxyProcess, ThreadServer
+from .fixtures.forwarding import Proxies, no_tracebacks, raw_exchange
+from .servers import ProxyProcess, ThreadServer, eventually
 from .upstream_app import RawUpstream, UpstreamApp
 
 HANDSHAKE = (
@@ -36,21 +37,6 @@ def upstream_headers(ws: ClientConnection) -> dict[str, list[str]]:
     for name, value in json.loads(reply):
         out.setdefault(name, []).append(value)
     return out
-
-
-@pytest.fixture(scope="module")
-def refused_proxy(proxies: Proxies, dead_port: int) -> ProxyProcess:
-    return proxies.get({"upstream": {"url": f"http://127.0.0.1:{dead_port}"}})
-
-
-@pytest.fixture(scope="module")
-def trusting_proxy(proxies: Proxies, upstream: ThreadServer) -> ProxyProcess:
-    return proxies.get({"upstream": {"url": upstream.url}, "trusted_proxies": ["127.0.0.1/32"]})
-
-
-@pytest.fixture(scope="module")
-def host_rewriting_proxy(proxies: Proxies, upstream: ThreadServer) -> ProxyProcess:
-    return proxies.get({"upstream": {"url": upstream.url, "preserve_host": False}})
 
 
 def test_text_messages_are_echoed(proxy: ProxyProcess) -> None:
@@ -93,23 +79,24 @@ def test_the_upstream_chooses_the_subprotocol(
         assert ws.recv(timeout=10) == "still works"
 
 
-def test_upstream_close_code_and_reason_reach_the_client(proxy: ProxyProcess) -> None:
+def closed_by_upstream(proxy: ProxyProcess, command: str) -> Close:
+    """The close frame the client receives after asking the upstream to `close CODE REASON`."""
     with open_ws(proxy) as ws:
-        ws.send("close 4001 bye now")
+        ws.send(command)
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)
     assert closed.value.rcvd is not None
-    assert closed.value.rcvd.code == 4001
-    assert closed.value.rcvd.reason == "bye now"
+    return closed.value.rcvd
+
+
+def test_upstream_close_code_and_reason_reach_the_client(proxy: ProxyProcess) -> None:
+    received = closed_by_upstream(proxy, "close 4001 bye now")
+    assert received.code == 4001
+    assert received.reason == "bye now"
 
 
 def test_upstream_normal_close_reaches_the_client(proxy: ProxyProcess) -> None:
-    with open_ws(proxy) as ws:
-        ws.send("close 1000 done")
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=10)
-    assert closed.value.rcvd is not None
-    assert closed.value.rcvd.code == 1000
+    assert closed_by_upstream(proxy, "close 1000 done").code == 1000
 
 
 def test_client_close_code_and_reason_reach_the_upstream(
