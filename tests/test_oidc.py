@@ -590,7 +590,8 @@ def test_authorize_lists_users_and_posts_a_verifiable_id_token(
     assert page.status_code == 200
     assert '<html lang="en">' in page.text and "<legend>Demo users</legend>" in page.text
     for user in USERS:
-        assert f'name="user" value="{user.sub}">{user.name} &lt;{user.email}&gt;' in page.text
+        label = f"{user.name} <small>({user.email})</small>"
+        assert f'name="user" value="{user.sub}">{label}' in page.text
     carried = hidden_fields(page.text)
     assert carried["state"] == AUTHORIZE["state"]
 

@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from proxy.demo.html import page, user_choices
 from proxy.demo.users import DEMO_USERS, DemoUser
 
 __all__ = [
@@ -260,11 +261,7 @@ class DemoIdentityProvider:
             audience=params["audience"],
             RelayState=params.get("RelayState", ""),
         )
-        buttons = "".join(
-            f'<li><button type="submit" name="user" value="{html.escape(u.id)}">'
-            f"{html.escape(u.name)} <small>({html.escape(u.email)})</small></button></li>"
-            for u in self.users.values()
-        )
+        buttons = user_choices(self.users.values())
         body = (
             f"<p>This is a demo identity provider: there is no password. Choose who you are "
             f"to sign in to <strong>{html.escape(params['audience'])}</strong>.</p>"
@@ -383,13 +380,8 @@ def _hidden(**fields: str) -> str:
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    page = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)} · Demo identity provider</title>"
-        "<style>body{font:1rem/1.5 system-ui,sans-serif;max-width:36rem;margin:2rem auto;"
-        "padding:0 1rem}ul.users{list-style:none;padding:0}ul.users li{margin:.5rem 0}"
-        "button{font:inherit;padding:.5rem 1rem;width:100%;text-align:left}</style></head>"
-        f"<body><main><h1>{html.escape(title)}</h1>{body}</main></body></html>"
+    style = (
+        "ul.users{list-style:none;padding:0}ul.users li{margin:.5rem 0}"
+        "button{font:inherit;padding:.5rem 1rem;width:100%;text-align:left}"
     )
-    return HTMLResponse(page, status, headers={"Cache-Control": "no-store"})
+    return page(title, body, status, site="Demo identity provider", style=style)

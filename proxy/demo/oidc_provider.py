@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from proxy.demo.html import page, user_choices
 from proxy.demo.users import DEMO_USERS, DemoUser
 
 __all__ = ["DEMO_USERS", "DemoOpenIdProvider", "DemoUser"]
@@ -222,11 +223,7 @@ class DemoOpenIdProvider:
             for name in REQUEST_FIELDS
             if name in params
         )
-        choices = "".join(
-            f'<li><button type="submit" name="user" value="{html.escape(user.sub)}">'
-            f"{html.escape(user.name)} &lt;{html.escape(user.email)}&gt;</button></li>"
-            for user in self.users.values()
-        )
+        choices = user_choices(self.users.values())
         body = (
             f"<p>Signing in to <strong>{html.escape(params['client_id'])}</strong>. "
             "This demo provider has no passwords: choose who you are.</p>"
@@ -237,14 +234,7 @@ class DemoOpenIdProvider:
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)} · Demo identity provider</title></head>"
-        f"<body><main><h1>{html.escape(title)}</h1>{body}</main></body></html>",
-        status_code=status,
-        headers={"cache-control": "no-store"},
-    )
+    return page(title, body, status, site="Demo identity provider")
 
 
 def _form_post(action: str, fields: Mapping[str, str | None]) -> HTMLResponse:

@@ -21,6 +21,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from proxy.config import SamlEndpoint
+from proxy.demo.html import page
 from proxy.identity.sso import SignInRejected
 from proxy.identity.sso.saml import SamlVerifier
 
@@ -189,13 +190,8 @@ class DemoApp:
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(
-        "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)}</title><style>"
-        "body{font:16px/1.5 system-ui,sans-serif;max-width:44rem;margin:3rem auto;padding:0 1rem}"
+    style = (
         ".button{display:inline-block;padding:.5rem 1rem;background:#0f5bd8;color:#fff;"
-        "border-radius:6px;text-decoration:none}</style></head>"
-        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>",
-        status_code=status,
+        "border-radius:6px;text-decoration:none}"
     )
+    return page(title, body, status, style=style, no_store=False)

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlencode
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from proxy.demo.html import page as html_page
 from proxy.demo.microsoft.refusals import Refusal
 from proxy.demo.microsoft.scopes import DESCRIPTIONS
 from proxy.demo.users import DemoUser
@@ -38,17 +39,8 @@ async def read_form(request: Request) -> dict[str, str] | None:
 
 
 def page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)} · Microsoft identity platform stand-in</title>"
-        "<style>body{font:1rem/1.5 system-ui,sans-serif;max-width:34rem;margin:2rem auto;"
-        "padding:0 1rem}ul.accounts{list-style:none;padding:0}button{font:inherit;"
-        "padding:.5rem 1rem}</style></head>"
-        f"<body><main><h1>{html.escape(title)}</h1>{body}</main></body></html>",
-        status_code=status,
-        headers={"cache-control": "no-store"},
-    )
+    style = "ul.accounts{list-style:none;padding:0}button{font:inherit;padding:.5rem 1rem}"
+    return html_page(title, body, status, site="Microsoft identity platform stand-in", style=style)
 
 
 def error_page(refusal: Refusal) -> HTMLResponse:
