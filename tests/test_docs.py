@@ -6,25 +6,16 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 from proxy.config import Settings
+from proxy.config.loader import models_in
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.yaml"
 POLICIES = sorted((ROOT / "policies").rglob("*.yaml"))
-
-
-def _models(annotation: Any) -> list[type[BaseModel]]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    found: list[type[BaseModel]] = []
-    for arg in getattr(annotation, "__args__", ()) + tuple(getattr(annotation, "__metadata__", ())):
-        found.extend(_models(arg))
-    return found
 
 
 def option_names(model: type[BaseModel], seen: set[type[BaseModel]] | None = None) -> set[str]:
@@ -35,7 +26,7 @@ def option_names(model: type[BaseModel], seen: set[type[BaseModel]] | None = Non
     names: set[str] = set()
     for name, field in model.model_fields.items():
         names.add(name)
-        for inner in _models(field.annotation):
+        for inner in models_in(field.annotation):
             names |= option_names(inner, seen)
     return names
 

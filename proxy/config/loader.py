@@ -121,7 +121,7 @@ def yaml_path(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
         field_type = _field_type(current, part)
         if field_type is None:
             member = _tagged_member(current, part)
-            if member is not current or i < len(loc) - 1 or not _models_in(current):
+            if member is not current or i < len(loc) - 1 or not models_in(current):
                 current = member  # a union tag or member name, not a key in the file
                 continue
         out += f".{part}" if out else part
@@ -135,17 +135,17 @@ def _is_sequence(annotation: Any) -> bool:
     return any(_is_sequence(arg) for arg in get_args(annotation) if arg is not type(None))
 
 
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
+def models_in(annotation: Any) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
     found: list[type[BaseModel]] = []
     for arg in getattr(annotation, "__args__", ()) + tuple(getattr(annotation, "__metadata__", ())):
-        found.extend(_models_in(arg))
+        found.extend(models_in(arg))
     return found
 
 
 def _field_type(annotation: Any, name: str) -> Any:
-    for model in _models_in(annotation):
+    for model in models_in(annotation):
         if name in model.model_fields:
             return model.model_fields[name].annotation
     return None
@@ -157,7 +157,7 @@ def _item_type(annotation: Any) -> Any:
 
 
 def _tagged_member(annotation: Any, tag: str) -> Any:
-    for model in _models_in(annotation):
+    for model in models_in(annotation):
         field = model.model_fields.get("type")
         if field is not None and tag in getattr(field.annotation, "__args__", ()):
             return model
@@ -196,5 +196,5 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[st
             current = _item_type(current)
         else:
             current = _field_type(current, part) or _tagged_member(current, part)
-    models = _models_in(current)
+    models = models_in(current)
     return list(models[0].model_fields) if len(models) == 1 else []
