@@ -1,6 +1,8 @@
 """What ops run and watch: the ops listener, metrics, logs and the token broker.
 
-The ops listener serves health, readiness, Prometheus metrics, the assertion JWKS and the
-token broker API on its own port. `metrics` and `logs` are imported by every layer; the
-ops package itself imports only `proxy.store`, `proxy.config` and `proxy.asgi`.
+`metrics` and `logs` are leaves that every layer imports; they import nothing of the
+project but `proxy.asgi` and `proxy.errors`. On top of them, the ops listener serves
+health, readiness, Prometheus metrics, the assertion JWKS and the token broker API on its
+own port; the broker reads the store and sees tokens only through the `TokenSource`
+protocol of `proxy.identity.headers`, so ops never imports the consent journey.
 """
