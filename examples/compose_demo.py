@@ -61,9 +61,10 @@ async def serve(demo: Demo) -> None:
             await asyncio.gather(*running)  # a server that could not start says why
             raise SystemExit(1)
         await asyncio.sleep(0.05)
-    config = FOLDER / "config.yaml"
-    config.touch(mode=0o600)
-    config.write_text(yaml.safe_dump(proxy_config(demo), sort_keys=False))
+    config, partial = FOLDER / "config.yaml", FOLDER / "config.yaml.partial"
+    partial.touch(mode=0o600)  # it holds the demo's secrets
+    partial.write_text(yaml.safe_dump(proxy_config(demo), sort_keys=False))
+    partial.replace(config)  # whole or absent: its presence is the health check
     print(f"demo side ready: the proxy reads {config}; open {demo.public_url}/", flush=True)
     await asyncio.gather(*running)
 
@@ -71,7 +72,8 @@ async def serve(demo: Demo) -> None:
 def main() -> int:
     setup_logging("info", "auto")  # JSON lines in a container, as the proxy's
     FOLDER.mkdir(parents=True, exist_ok=True)
-    (FOLDER / "config.yaml").unlink(missing_ok=True)  # not ready until written anew
+    for stale in ("config.yaml", "config.yaml.partial"):  # not ready until written anew
+        (FOLDER / stale).unlink(missing_ok=True)
     asyncio.run(serve(build_demo(FOLDER, PROXY_PORT)))
     return 0
 
