@@ -21,7 +21,8 @@ import pytest
 import redis
 import yaml
 
-from .conftest import eventually
+from tests.servers import eventually
+
 from .servers import ProxyProcess, free_port, running
 from .test_demo import browser, microsoft, sign_in
 

@@ -33,7 +33,8 @@ import yaml
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from .conftest import echo, received
+from tests.fixtures.forwarding import echo, received
+
 from .servers import ThreadServer, free_port
 from .test_dockerfile import lock_pins, pinned_version
 

@@ -20,7 +20,8 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from .conftest import eventually
+from tests.servers import eventually
+
 from .servers import ProxyProcess, ThreadServer, free_port, running
 
 ROOT = Path(__file__).resolve().parent.parent
