@@ -293,13 +293,29 @@ def test_logout_ends_every_encoding_of_the_cookie(
     for value in (remaining, encodings[logout_with]):  # both verify: both resume the session
         assert identity(header_proxy, {**jar, "consent_proxy": value}) == user
     logout = {**jar, "consent_proxy": encodings[logout_with]}
-    assert "Max-Age=0" in set_cookies(httpx.get(f"{header_proxy.url}/logout", cookies=logout))[
-        "consent_proxy"
-    ]
+    assert (
+        "Max-Age=0"
+        in set_cookies(httpx.get(f"{header_proxy.url}/logout", cookies=logout))["consent_proxy"]
+    )
     # The app's cookie still matches the ended session's binding: only the proxy's own
     # bookkeeping stands between the remaining string and the user's identity.
     assert identity(header_proxy, {**jar, "consent_proxy": remaining}) is None
     assert not [s for s in sessions(header_proxy) if s["email"] == user]
+
+
+def test_unverifiable_asserted_sign_in_ends_the_session(header_proxy: ProxyProcess) -> None:
+    jar = _jar(sign_in(header_proxy, "olga@contoso.example"))
+    # The app keeps its cookie and names a user the proxy cannot take its word for.
+    response = httpx.get(
+        f"{header_proxy.url}/login/password",
+        params={"user": "x@contoso.example", "keep": "1", "assert": ""},
+        cookies=jar,
+    )
+    assert response.status_code == 303
+    assert "app_session" not in set_cookies(response)
+    assert "Max-Age=0" in set_cookies(response)["consent_proxy"]
+    assert identity(header_proxy, jar) is None
+    assert not [s for s in sessions(header_proxy) if s["email"] == "olga@contoso.example"]
 
 
 def test_switching_upstream_session_ends_the_proxy_session(header_proxy: ProxyProcess) -> None:

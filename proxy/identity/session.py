@@ -7,7 +7,8 @@ upstream app's session cookie.
 - The record holds who signed in (from a verified SignIn) and a keyed hash of the
   upstream's session cookie at that moment. A request whose upstream cookie does not hash
   to it — changed, missing — ends the proxy session; so does a response in which the
-  upstream changes or clears its cookie, and a request to a configured logout path. A
+  upstream changes or clears its cookie, a request to a configured logout path, and an
+  answer in which the app accepts a sign-in the proxy could not verify (sso/watch.py). A
   browser can never carry user A's proxy session into user B's upstream session.
 """
 
@@ -29,6 +30,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from proxy.asgi import Message, Receive, Scope, Send
 from proxy.config import SessionSettings, SsoSettings
 from proxy.identity.sso import SignIn
+from proxy.ops import metrics
 from proxy.store import Store, StoreError
 
 log = logging.getLogger("consent_proxy.session")
@@ -38,6 +40,16 @@ STATE_KEY = "consent_proxy"
 SALT = "consent-proxy.session"
 REUSE_SECONDS = 30.0
 MAX_RECENT = 100_000
+UNVERIFIED_SIGN_IN = "the app accepted a sign-in that could not be verified"
+# Why sessions end, as counted in consent_proxy_sessions_ended_total (see ops.metrics).
+END_REASONS = {
+    "logout path": "logout",
+    "upstream session changed": "upstream_changed",
+    "upstream session cleared": "upstream_changed",
+    "upstream session replaced": "upstream_changed",
+    "a new sign-in": "new_sign_in",
+    UNVERIFIED_SIGN_IN: "unverified_sign_in",
+}
 
 
 @dataclass(slots=True)
@@ -360,8 +372,10 @@ class SessionMiddleware:
         if session is None:
             log.info("session cookie dropped: %s", reason or state.end_reason)
             return
+        reason = reason or state.end_reason or ""
+        metrics.SESSIONS_ENDED.labels(END_REASONS.get(reason, "other")).inc()  # metrics
         try:
             await self.store.delete(NAMESPACE, session.id)
         except StoreError as exc:
             log.warning("could not delete session: %s", exc.description)
-        log.info("session ended for user %s: %s", session.user_key, reason or state.end_reason)
+        log.info("session ended for user %s: %s", session.user_key, reason)
