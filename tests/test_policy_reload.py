@@ -4,6 +4,7 @@ the old policy stays in force; no request is dropped meanwhile."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
 import time
@@ -55,6 +56,30 @@ def reloads(ops: str, outcome: str) -> float:
     return 0.0
 
 
+@contextlib.contextmanager
+def traffic(url: str) -> Iterator[list[int]]:
+    """Requests one after another while the block runs: the status of each, 0 for one not
+    answered within the client's timeout (far above what a request takes here)."""
+    answered: list[int] = []
+    stop = threading.Event()
+
+    def run() -> None:
+        with httpx.Client(timeout=5) as client:
+            while not stop.is_set():
+                try:
+                    answered.append(client.get(url).status_code)
+                except httpx.HTTPError:
+                    answered.append(0)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        yield answered
+    finally:
+        stop.set()
+        worker.join()
+
+
 def test_sighup_applies_a_valid_policy_without_dropping_requests(
     running: tuple[Person, str],
 ) -> None:
@@ -62,27 +87,12 @@ def test_sighup_applies_a_valid_policy_without_dropping_requests(
     env = person.env
     policy = env.proxy.config_path.parent / "policy.yaml"
     assert not prompts(person)  # defaults: never
-    failures: list[int] = []
-    stop = threading.Event()
-
-    def traffic() -> None:
-        with httpx.Client() as client:
-            while not stop.is_set():
-                status = client.get(f"{env.proxy.url}/during-reload").status_code
-                if status != 200:
-                    failures.append(status)
-
-    worker = threading.Thread(target=traffic)
-    worker.start()
-    try:
+    with traffic(f"{env.proxy.url}/during-reload") as answered:
         policy.write_text(POLICY.replace("  prompt: never\n", "  prompt: every_sign_in\n", 1))
         assert env.proxy.proc is not None
         env.proxy.proc.send_signal(signal.SIGHUP)
         eventually(lambda: reloads(ops, "ok") >= 1)
-    finally:
-        stop.set()
-        worker.join()
-    assert failures == []
+    assert [status for status in answered if status != 200] == []
     assert prompts(person)  # the new defaults are in force
     assert "reloaded (SIGHUP)" in env.proxy.logs()
 
@@ -118,21 +128,7 @@ def test_an_alias_bomb_is_refused_while_requests_keep_being_answered(
     env = person.env
     policy = env.proxy.config_path.parent / "policy.yaml"
     logged_before = env.proxy.log_path.stat().st_size
-    answered: list[int] = []
-    stop = threading.Event()
-
-    def traffic() -> None:
-        # Each answer within the client's timeout, far above what a request takes here.
-        with httpx.Client(timeout=5) as client:
-            while not stop.is_set():
-                try:
-                    answered.append(client.get(f"{env.proxy.url}/during-reload").status_code)
-                except httpx.HTTPError:
-                    answered.append(0)  # not answered in time
-
-    worker = threading.Thread(target=traffic)
-    worker.start()
-    try:
+    with traffic(f"{env.proxy.url}/during-reload") as answered:
         # ~400 bytes that stand for 9**7 values, where an error message would repeat them.
         bomb = alias_bomb(7) + POLICY.replace("  prompt: never\n", "  prompt: *a6\n", 1)
         policy.write_text(bomb)
@@ -141,9 +137,6 @@ def test_an_alias_bomb_is_refused_while_requests_keep_being_answered(
         eventually(lambda: reloads(ops, "failed") >= 1)
         settled = len(answered)
         eventually(lambda: len(answered) > settled + 5)  # still serving after the refusal
-    finally:
-        stop.set()
-        worker.join()
     assert set(answered) == {200}
     logs = env.proxy.logs()
     assert f"refused, the previous one stays in force: line 5, column 10: {ALIASES_REFUSED}" in logs
