@@ -1,7 +1,8 @@
 """An upstream app with SSO endpoints, for the sign-in tests.
 
 It plays the app behind the proxy: it accepts (or, with `?reject=1`, refuses) whatever
-arrives at its SSO endpoints and issues its own `app_session` cookie, so the tests can
+arrives at its SSO endpoints and issues its own `app_session` cookie (or, with `?keep=1`,
+keeps the one the browser has, as apps that do not rotate it at login), so the tests can
 show that the proxy's decisions do not depend on the app being careful. It records the
 exact bytes of every body it receives, keyed by path.
 """
@@ -29,6 +30,11 @@ class SsoApp:
     def _signed_in(self, request: Request, user: dict[str, Any], location: str = "/") -> Response:
         if request.query_params.get("reject"):
             return Response("sign-in refused by the app", status_code=403)
+        kept = request.cookies.get(COOKIE, "")
+        if request.query_params.get("keep") and kept in self.sessions:
+            # Like many apps, sign the new user into the session it has: no new cookie.
+            self.sessions[kept] = user
+            return RedirectResponse(location, status_code=303)
         session_id = secrets.token_urlsafe(16)
         self.sessions[session_id] = user
         response = RedirectResponse(location, status_code=303)

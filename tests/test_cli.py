@@ -180,3 +180,59 @@ def test_run_on_a_port_in_use_exits_1(tmp_path: Path) -> None:
         result = cli("run", "--config", str(path), "--port", str(port))
     assert "address already in use" in result.stderr
     assert result.returncode == 1
+
+
+# --- hostile files -------------------------------------------------------------------------------
+
+# Half a GiB of address space: several times what `check` needs, and nothing like what a
+# file standing for billions of values would take once expanded.
+ADDRESS_SPACE = 512 * 1024 * 1024
+WITHIN = (
+    "import resource, runpy, sys; "
+    "resource.setrlimit(resource.RLIMIT_AS, ({0}, {0})); "
+    "sys.argv[0] = 'consent-proxy'; "
+    "runpy.run_module('proxy.cli', run_name='__main__', alter_sys=True)"
+)
+
+
+def cli_within_memory(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command line in a process that cannot grow past ADDRESS_SPACE."""
+    environment = {k: v for k, v in os.environ.items() if k != CONFIG_ENV}
+    return subprocess.run(
+        [sys.executable, "-c", WITHIN.format(ADDRESS_SPACE), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+        check=False,
+    )
+
+
+BOMBED = {
+    "config": ("proxy.yaml", "upstream: {{url: *a9}}\n", ["check"]),
+    "policy": ("policy.yaml", "version: 1\ndefaults: {{prompt: *a9}}\n", ["check", "--policy"]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BOMBED))
+def test_check_refuses_an_alias_bomb_in_bounded_memory(tmp_path: Path, kind: str) -> None:
+    from .test_yaml_reader import ALIASES_REFUSED, alias_bomb
+
+    name, use, command = BOMBED[kind]
+    path = write(tmp_path, alias_bomb(10) + use.format(), name)  # 9**10 values, written out
+    assert path.stat().st_size < 1000
+    result = cli_within_memory(*command, str(path))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == f"{path}: line 5, column 10: {ALIASES_REFUSED}\n"
+
+
+def test_check_refuses_a_huge_file_unread(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    with path.open("wb") as file:  # sparse: 4 GiB that take no room
+        file.truncate(4 * 1024 * 1024 * 1024)
+    result = cli_within_memory("check", "--policy", str(path))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"{path}: refused: larger than 1024 KiB, the limit for a YAML file the proxy reads\n"
+    )

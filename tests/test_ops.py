@@ -38,6 +38,7 @@ METRIC_NAMES = [
     "consent_proxy_tenants_waiting_admin",
     "consent_proxy_policy_reloads_total",
     "consent_proxy_store_errors_total",
+    "consent_proxy_sessions_ended_total",
 ]
 SECRET = "a-test-session-secret-that-is-long-enough-0001"
 HEADER_ENDPOINT = {"type": "upstream", "path": "/login/password", "header": "X-Authenticated-User"}

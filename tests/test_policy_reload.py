@@ -3,6 +3,8 @@ the old policy stays in force; no request is dropped meanwhile."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
 import threading
 import time
@@ -12,8 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from proxy.policy import file as policy_file
+from proxy.policy.file import PolicyFile
+
 from .servers import free_port, wait_for_port
 from .test_consent import ALICE, POLICY, Person, consent_env, user_id
+from .test_yaml_reader import ALIASES_REFUSED, alias_bomb
 
 
 @pytest.fixture
@@ -50,6 +56,30 @@ def reloads(ops: str, outcome: str) -> float:
     return 0.0
 
 
+@contextlib.contextmanager
+def traffic(url: str) -> Iterator[list[int]]:
+    """Requests one after another while the block runs: the status of each, 0 for one not
+    answered within the client's timeout (far above what a request takes here)."""
+    answered: list[int] = []
+    stop = threading.Event()
+
+    def run() -> None:
+        with httpx.Client(timeout=5) as client:
+            while not stop.is_set():
+                try:
+                    answered.append(client.get(url).status_code)
+                except httpx.HTTPError:
+                    answered.append(0)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        yield answered
+    finally:
+        stop.set()
+        worker.join()
+
+
 def test_sighup_applies_a_valid_policy_without_dropping_requests(
     running: tuple[Person, str],
 ) -> None:
@@ -57,27 +87,12 @@ def test_sighup_applies_a_valid_policy_without_dropping_requests(
     env = person.env
     policy = env.proxy.config_path.parent / "policy.yaml"
     assert not prompts(person)  # defaults: never
-    failures: list[int] = []
-    stop = threading.Event()
-
-    def traffic() -> None:
-        with httpx.Client() as client:
-            while not stop.is_set():
-                status = client.get(f"{env.proxy.url}/during-reload").status_code
-                if status != 200:
-                    failures.append(status)
-
-    worker = threading.Thread(target=traffic)
-    worker.start()
-    try:
+    with traffic(f"{env.proxy.url}/during-reload") as answered:
         policy.write_text(POLICY.replace("  prompt: never\n", "  prompt: every_sign_in\n", 1))
         assert env.proxy.proc is not None
         env.proxy.proc.send_signal(signal.SIGHUP)
         eventually(lambda: reloads(ops, "ok") >= 1)
-    finally:
-        stop.set()
-        worker.join()
-    assert failures == []
+    assert [status for status in answered if status != 200] == []
     assert prompts(person)  # the new defaults are in force
     assert "reloaded (SIGHUP)" in env.proxy.logs()
 
@@ -104,3 +119,84 @@ def test_an_edited_file_is_picked_up_without_a_signal(running: tuple[Person, str
     policy.write_text(POLICY.replace("  prompt: never\n", "  prompt: every_sign_in\n", 1))
     eventually(lambda: reloads(ops, "ok") >= 1)
     assert prompts(person)
+
+
+def test_an_alias_bomb_is_refused_while_requests_keep_being_answered(
+    running: tuple[Person, str],
+) -> None:
+    person, ops = running
+    env = person.env
+    policy = env.proxy.config_path.parent / "policy.yaml"
+    logged_before = env.proxy.log_path.stat().st_size
+    with traffic(f"{env.proxy.url}/during-reload") as answered:
+        # ~400 bytes that stand for 9**7 values, where an error message would repeat them.
+        bomb = alias_bomb(7) + POLICY.replace("  prompt: never\n", "  prompt: *a6\n", 1)
+        policy.write_text(bomb)
+        assert env.proxy.proc is not None
+        env.proxy.proc.send_signal(signal.SIGHUP)
+        eventually(lambda: reloads(ops, "failed") >= 1)
+        settled = len(answered)
+        eventually(lambda: len(answered) > settled + 5)  # still serving after the refusal
+    assert set(answered) == {200}
+    logs = env.proxy.logs()
+    assert f"refused, the previous one stays in force: line 5, column 10: {ALIASES_REFUSED}" in logs
+    assert env.proxy.log_path.stat().st_size - logged_before < 64 * 1024  # one line, not 9**7
+    assert not prompts(person)  # the old policy is in force
+    assert httpx.get(f"{ops}/readyz").status_code == 200
+
+
+# --- the reload itself: off the event loop, one at a time, within its time ----------------
+
+
+def blocked_policy_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[PolicyFile, list[str], threading.Event]:
+    """A policy file whose reloads wait in their thread until the event is set."""
+    path = tmp_path / "policy.yaml"
+    path.write_text("version: 1\n")
+    outcomes: list[str] = []
+    file = PolicyFile(path, [], on_reload=outcomes.append)
+    release = threading.Event()
+    load = policy_file.load_checked_policy
+
+    def held(*args: object) -> object:
+        release.wait(30)
+        return load(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(policy_file, "load_checked_policy", held)
+    return file, outcomes, release
+
+
+def test_a_reload_leaves_the_event_loop_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file, outcomes, release = blocked_policy_file(tmp_path, monkeypatch)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(file.reload("edit"))
+        for _ in range(20):
+            await asyncio.sleep(0)  # the loop runs other work while the file is read
+        assert not first.done()
+        assert await file.reload("another edit") is False  # one reload at a time
+        release.set()
+        assert await first is True
+
+    asyncio.run(scenario())
+    assert outcomes == ["ok"]
+
+
+def test_a_reload_that_overruns_its_time_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    file, outcomes, release = blocked_policy_file(tmp_path, monkeypatch)
+    monkeypatch.setattr(policy_file, "RELOAD_SECONDS", 0.05)
+    old = file.current
+    try:
+        assert asyncio.run(file.reload("edit")) is False
+    finally:
+        release.set()
+    assert outcomes == ["failed"]
+    assert file.current is old
+    assert "refused, the previous one stays in force: reading it took longer than 0.05 s" in (
+        caplog.text
+    )

@@ -38,7 +38,8 @@ def test_cookie_round_trip_and_tamper() -> None:
     assert cookie.unsign(signed) == "session-id-1"
     assert "session-id-1" not in signed or "." in signed
     for bad in [
-        signed[:-1] + ("A" if signed[-1] != "A" else "B"),
+        # The last character's low bits are spare (see other_encoding): change one that counts.
+        signed[:-2] + ("A" if signed[-2] != "A" else "B") + signed[-1],
         "",
         "garbage",
         "a.b.c",
@@ -75,6 +76,22 @@ def test_cookie_expires_with_lifetime() -> None:
         assert cookie.unsign(signed) is None
     finally:
         timed.TimestampSigner.get_timestamp = original  # type: ignore[method-assign]
+
+
+BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def other_encoding(signed: str) -> str:
+    """The same cookie with the spare low bits of its last base64 character set: a string
+    that differs, yet decodes to the same signature (base64 decoders ignore those bits)."""
+    return signed[:-1] + BASE64URL[BASE64URL.index(signed[-1]) ^ 1]
+
+
+def test_several_strings_verify_as_one_cookie() -> None:
+    cookie = SessionCookie(cookie_settings(SECRET))
+    signed = cookie.sign("session-id-2")
+    assert other_encoding(signed) != signed
+    assert cookie.unsign(other_encoding(signed)) == "session-id-2"
 
 
 def test_binding_is_keyed_and_survives_rotation() -> None:
@@ -255,6 +272,50 @@ def test_logout_path_ends_the_session(header_proxy: ProxyProcess) -> None:
         or "Max-Age=0" in set_cookies(response)["consent_proxy"]
     )
     assert not [s for s in sessions(header_proxy) if s["email"] == "dave@contoso.example"]
+
+
+def identity(proxy: ProxyProcess, cookies: dict[str, str]) -> str | None:
+    """Who the app is told this browser is (the echoed identity header), if anyone."""
+    response = httpx.get(f"{proxy.url}/page", cookies=cookies)
+    assert response.status_code == 200
+    user: str | None = response.json()["headers"].get("x-consent-proxy-user")
+    return user
+
+
+@pytest.mark.parametrize("logout_with", ["canonical", "other"])
+def test_logout_ends_every_encoding_of_the_cookie(
+    header_proxy: ProxyProcess, logout_with: str
+) -> None:
+    user = f"nina-{logout_with}@contoso.example"
+    jar = _jar(sign_in(header_proxy, user))
+    encodings = {"canonical": jar["consent_proxy"], "other": other_encoding(jar["consent_proxy"])}
+    [remaining] = [v for k, v in encodings.items() if k != logout_with]
+    for value in (remaining, encodings[logout_with]):  # both verify: both resume the session
+        assert identity(header_proxy, {**jar, "consent_proxy": value}) == user
+    logout = {**jar, "consent_proxy": encodings[logout_with]}
+    assert (
+        "Max-Age=0"
+        in set_cookies(httpx.get(f"{header_proxy.url}/logout", cookies=logout))["consent_proxy"]
+    )
+    # The app's cookie still matches the ended session's binding: only the proxy's own
+    # bookkeeping stands between the remaining string and the user's identity.
+    assert identity(header_proxy, {**jar, "consent_proxy": remaining}) is None
+    assert not [s for s in sessions(header_proxy) if s["email"] == user]
+
+
+def test_unverifiable_asserted_sign_in_ends_the_session(header_proxy: ProxyProcess) -> None:
+    jar = _jar(sign_in(header_proxy, "olga@contoso.example"))
+    # The app keeps its cookie and names a user the proxy cannot take its word for.
+    response = httpx.get(
+        f"{header_proxy.url}/login/password",
+        params={"user": "x@contoso.example", "keep": "1", "assert": ""},
+        cookies=jar,
+    )
+    assert response.status_code == 303
+    assert "app_session" not in set_cookies(response)
+    assert "Max-Age=0" in set_cookies(response)["consent_proxy"]
+    assert identity(header_proxy, jar) is None
+    assert not [s for s in sessions(header_proxy) if s["email"] == "olga@contoso.example"]
 
 
 def test_switching_upstream_session_ends_the_proxy_session(header_proxy: ProxyProcess) -> None:

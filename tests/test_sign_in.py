@@ -12,12 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from proxy.demo.idp import GROUPS_ATTRIBUTE, DemoIdentityProvider
 
 from . import saml_forge as forge
 from .fixtures.idp import AUDIENCE, IDP_ENTITY, attribute_settings
-from .servers import ProxyProcess, ThreadServer, running
+from .servers import ProxyProcess, ThreadServer, free_port, running
 from .sso_app import SsoApp
 from .stored import session_settings, stored
 
@@ -28,9 +29,15 @@ class Harness:
     ) -> None:
         self.app, self.proxy, self.idp, self.acs = app, proxy, idp, acs
 
-    def post(self, saml_response: str, relay_state: str = "/home", **params: str) -> httpx.Response:
+    def post(
+        self,
+        saml_response: str,
+        relay_state: str = "/home",
+        cookies: dict[str, str] | None = None,
+        **params: str,
+    ) -> httpx.Response:
         body = {"SAMLResponse": saml_response, "RelayState": relay_state}
-        return httpx.post(f"{self.proxy.url}/saml/acs", data=body, params=params)
+        return httpx.post(f"{self.proxy.url}/saml/acs", data=body, params=params, cookies=cookies)
 
     def response(self, user: str = "alice", **kwargs: Any) -> str:
         return self.idp.response(user, audience=AUDIENCE, acs_url=self.acs, **kwargs)
@@ -55,6 +62,7 @@ def saml(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
             "upstream": {"url": upstream.url},
             "session": session_settings(),
             "store": {"path": str(work / "store.sqlite3")},
+            "ops": {"port": free_port()},
             "sso": {
                 "max_body_bytes": 64 * 1024,
                 "endpoints": [
@@ -200,6 +208,64 @@ def test_other_users_sessions_survive_garbage(saml: Harness) -> None:
     page = httpx.get(f"{saml.proxy.url}/page", cookies=jar)
     assert page.status_code == 200
     assert not any("Max-Age=0" in h for h in page.headers.get_list("set-cookie"))
+
+
+def cookie_jar(response: httpx.Response) -> dict[str, str]:
+    return {
+        c.split("=", 1)[0]: c.split("=", 1)[1].split(";")[0]
+        for c in response.headers.get_list("set-cookie")
+    }
+
+
+def identity_header(saml: Harness, jar: dict[str, str]) -> str | None:
+    page = httpx.get(f"{saml.proxy.url}/page", cookies=jar)
+    assert page.status_code == 200
+    user: str | None = page.json()["headers"].get("x-consent-proxy-user")
+    return user
+
+
+def sessions_ended_unverified(saml: Harness) -> float:
+    ops = yaml.safe_load(saml.proxy.config_path.read_text())["ops"]["port"]
+    metric = 'consent_proxy_sessions_ended_total{reason="unverified_sign_in"}'
+    for line in httpx.get(f"http://127.0.0.1:{ops}/metrics").text.splitlines():
+        if line.startswith(metric):
+            return float(line.split()[-1])
+    return 0.0
+
+
+UNVERIFIABLE = {
+    "a key the proxy does not pin": lambda h: DemoIdentityProvider(IDP_ENTITY).response(
+        "bob", audience=AUDIENCE, acs_url=h.acs
+    ),
+    "larger than sso.max_body_bytes": lambda h: h.response("bob") + "A" * (200 * 1024),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(UNVERIFIABLE))
+def test_an_unverifiable_sign_in_ends_the_session_the_browser_had(saml: Harness, kind: str) -> None:
+    jar = cookie_jar(saml.post(saml.response("alice")))
+    assert identity_header(saml, jar) == "alice@contoso.example"
+    before, ended = len(saml.sessions()), sessions_ended_unverified(saml)
+    # The app accepts a sign-in the proxy cannot verify and keeps its session cookie.
+    response = saml.post(UNVERIFIABLE[kind](saml), cookies=jar, keep="1")
+    assert response.status_code == 303
+    assert "app_session" not in cookie_jar(response)
+    assert "Max-Age=0" in response.headers.get("set-cookie", "")
+    # Whoever the browser is now, it is not Alice to the proxy: not even with her old cookie.
+    assert identity_header(saml, jar) is None
+    assert len(saml.sessions()) == before - 1
+    assert sessions_ended_unverified(saml) == ended + 1
+    logs = saml.proxy.logs()
+    assert "the app accepted a sign-in at /saml/acs that could not be verified" in logs
+    assert "Traceback" not in logs
+
+
+def test_an_unverifiable_sign_in_the_app_refuses_changes_nothing(saml: Harness) -> None:
+    jar = cookie_jar(saml.post(saml.response("alice")))
+    forged = UNVERIFIABLE["a key the proxy does not pin"](saml)
+    response = saml.post(forged, cookies=jar, keep="1", reject="1")
+    assert response.status_code == 403
+    assert identity_header(saml, jar) == "alice@contoso.example"
 
 
 # --- OIDC: an id_token posted to the app's callback (response_mode=form_post) --------------

@@ -7,7 +7,9 @@ production incident waiting to happen. Secrets never have to be written inline: 
 secret field accepts ``{env: NAME}`` or ``{file: /run/secrets/name}`` as well as
 ``{value: ...}``.
 
-`loader` reads the file (and describes errors by YAML path, also for the policy file);
+`yaml_reader` reads a YAML file within size, alias and nesting limits (config and
+policy alike); `loader` turns the config into settings (and describes errors by YAML
+path, also for the policy file);
 `values` holds the shared value types (URLs, config-relative paths, secrets); one module
 per section: `server`, `upstream`, `sso`, `identity` (session, headers, assertion),
 `microsoft` (app registrations, consent, tokens, broker), `store`; `settings` joins them
@@ -21,8 +23,6 @@ from proxy.config.loader import (
     CONFIG_ENV,
     describe_errors,
     load_settings,
-    parse_yaml,
-    read_yaml_file,
     settings_from_data,
     validate_model,
     yaml_path,
@@ -72,6 +72,13 @@ from proxy.config.values import (
     Secret,
     SigningSecret,
 )
+from proxy.config.yaml_reader import (
+    MAX_ALIAS_NODES,
+    MAX_DEPTH,
+    MAX_YAML_BYTES,
+    parse_yaml,
+    read_yaml_file,
+)
 
 __all__ = [
     "CONFIG_ENV",
@@ -83,6 +90,9 @@ __all__ = [
     "DEFAULT_POOL_TIMEOUT",
     "DEFAULT_READ_TIMEOUT",
     "DEFAULT_WRITE_TIMEOUT",
+    "MAX_ALIAS_NODES",
+    "MAX_DEPTH",
+    "MAX_YAML_BYTES",
     "MIN_SECRET_LENGTH",
     "AssertionSettings",
     "AsymmetricAlgorithm",

@@ -1,8 +1,8 @@
 """Reading the YAML file into `Settings`, and describing every problem by its YAML path.
 
-The YAML reader refuses a key given twice (YAML itself would keep the last one); errors
-from pydantic are turned into lines an admin can act on. The policy file uses the same
-reader and error descriptions.
+The YAML itself is read by `yaml_reader` (with its limits); errors from pydantic are
+turned into lines an admin can act on. The policy file uses the same reader and error
+descriptions.
 """
 
 from __future__ import annotations
@@ -11,58 +11,16 @@ import os
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from proxy.config.settings import Settings
+from proxy.config.yaml_reader import read_yaml_file
 from proxy.errors import ConfigError
 
 CONFIG_ENV = "CONSENT_PROXY_CONFIG"
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice: YAML would silently keep the last one."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} is given twice", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,
-)
-
-
-def parse_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{where}not valid YAML: {problem}"], source) from None
-
-
-def read_yaml_file(path: Path | str) -> Any:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError([f"cannot read the file: {reason}"], str(path)) from None
-    return parse_yaml(text, str(path))
 
 
 def load_settings(path: Path | str | None = None) -> Settings:

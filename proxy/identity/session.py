@@ -7,7 +7,8 @@ upstream app's session cookie.
 - The record holds who signed in (from a verified SignIn) and a keyed hash of the
   upstream's session cookie at that moment. A request whose upstream cookie does not hash
   to it — changed, missing — ends the proxy session; so does a response in which the
-  upstream changes or clears its cookie, and a request to a configured logout path. A
+  upstream changes or clears its cookie, a request to a configured logout path, and an
+  answer in which the app accepts a sign-in the proxy could not verify (sso/watch.py). A
   browser can never carry user A's proxy session into user B's upstream session.
 """
 
@@ -29,6 +30,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from proxy.asgi import Message, Receive, Scope, Send
 from proxy.config import SessionSettings, SsoSettings
 from proxy.identity.sso import SignIn
+from proxy.ops import metrics
 from proxy.store import Store, StoreError
 
 log = logging.getLogger("consent_proxy.session")
@@ -38,6 +40,16 @@ STATE_KEY = "consent_proxy"
 SALT = "consent-proxy.session"
 REUSE_SECONDS = 30.0
 MAX_RECENT = 100_000
+UNVERIFIED_SIGN_IN = "the app accepted a sign-in that could not be verified"
+# Why sessions end, as counted in consent_proxy_sessions_ended_total (see ops.metrics).
+END_REASONS = {
+    "logout path": "logout",
+    "upstream session changed": "upstream_changed",
+    "upstream session cleared": "upstream_changed",
+    "upstream session replaced": "upstream_changed",
+    "a new sign-in": "new_sign_in",
+    UNVERIFIED_SIGN_IN: "unverified_sign_in",
+}
 
 
 @dataclass(slots=True)
@@ -217,11 +229,14 @@ class SessionMiddleware:
         self.store = store
         self.cookie = SessionCookie(settings)
         self.upstream_cookie = settings.upstream_cookie or ""
-        # Sessions verified lately, by cookie value: the common request needs no store read
-        # and no HMAC. A session ended here is forgotten at once; one ended on another
-        # replica is noticed within REUSE_SECONDS (at once if the app's cookie changed).
+        # Sessions verified lately, by session id: the common request needs no store read.
+        # Cookie strings verified before map to their session id without an HMAC; several
+        # strings verify to one id (base64 need not be canonical), so the session itself
+        # is cached, and forgotten, by id only. A session ended here is forgotten at once;
+        # one ended on another replica is noticed within REUSE_SECONDS (at once if the
+        # app's cookie changed).
         self._recent: dict[str, tuple[Session, str, float]] = {}
-        self._cookie_of: dict[str, str] = {}
+        self._ids: dict[str, str] = {}
         self.logout_paths = frozenset(sso.logout_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -249,7 +264,8 @@ class SessionMiddleware:
 
     async def _resume(self, state: RequestState, cookie: str, upstream_value: str | None) -> None:
         now = time.time()
-        recent = self._recent.get(cookie)
+        known_id = self._ids.get(cookie)
+        recent = self._recent.get(known_id) if known_id is not None else None
         if recent is not None and recent[2] > now and recent[0].expires > now:
             if upstream_value == recent[1]:  # verified before: no store, no crypto
                 state.session = recent[0]
@@ -274,16 +290,15 @@ class SessionMiddleware:
             self._remember(cookie, session, upstream_value or "")
 
     def _remember(self, cookie: str, session: Session, upstream_value: str) -> None:
-        if len(self._recent) >= MAX_RECENT:
+        if len(self._ids) >= MAX_RECENT:
             self._recent.clear()
-            self._cookie_of.clear()
-        self._recent[cookie] = (session, upstream_value, time.time() + REUSE_SECONDS)
-        self._cookie_of[session.id] = cookie
+            self._ids.clear()
+        self._ids[cookie] = session.id
+        self._recent[session.id] = (session, upstream_value, time.time() + REUSE_SECONDS)
 
     def _forget(self, session_id: str) -> None:
-        cookie = self._cookie_of.pop(session_id, None)
-        if cookie is not None:
-            self._recent.pop(cookie, None)
+        # Every cookie string of this session now misses and goes back to the store.
+        self._recent.pop(session_id, None)
 
     async def _on_response(
         self, state: RequestState, message: Message, upstream_value: str | None, had_cookie: bool
@@ -357,8 +372,10 @@ class SessionMiddleware:
         if session is None:
             log.info("session cookie dropped: %s", reason or state.end_reason)
             return
+        reason = reason or state.end_reason or ""
+        metrics.SESSIONS_ENDED.labels(END_REASONS.get(reason, "other")).inc()  # metrics
         try:
             await self.store.delete(NAMESPACE, session.id)
         except StoreError as exc:
             log.warning("could not delete session: %s", exc.description)
-        log.info("session ended for user %s: %s", session.user_key, reason or state.end_reason)
+        log.info("session ended for user %s: %s", session.user_key, reason)

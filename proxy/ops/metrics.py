@@ -31,6 +31,7 @@ __all__ = [
     "PROMPTS",
     "REGISTRY",
     "REQUESTS",
+    "SESSIONS_ENDED",
     "SIGN_INS",
     "STORE_ERRORS",
     "TENANTS_WAITING_ADMIN",
@@ -73,6 +74,8 @@ CONSENT_OUTCOME_VALUES = (
 # grant is dead (invalid_grant and the like), the user must connect again.
 REFRESH_OUTCOMES = ("ok", "failed", "refused")
 RELOAD_OUTCOMES = ("ok", "failed")
+# proxy.identity.session.END_REASONS; `other` should stay at 0.
+SESSION_END_REASONS = ("logout", "upstream_changed", "new_sign_in", "unverified_sign_in", "other")
 
 # A local proxy's upstream answers in well under a millisecond up to its read timeout.
 UPSTREAM_BUCKETS = (
@@ -113,6 +116,14 @@ SIGN_INS = Counter(
     "accepted a verified assertion), rejected (the assertion failed verification), "
     "not_completed (the app did not accept the sign-in).",
     ["method", "outcome"],
+    registry=REGISTRY,
+)
+SESSIONS_ENDED = Counter(
+    "consent_proxy_sessions_ended_total",
+    "Proxy sessions ended, by reason: logout (a logout path), upstream_changed (the app "
+    "changed or cleared its session), new_sign_in, unverified_sign_in (the app accepted "
+    "a sign-in the proxy could not verify).",
+    ["reason"],
     registry=REGISTRY,
 )
 PROMPTS = Counter(
@@ -161,6 +172,8 @@ def _initialise() -> None:
     for method in SIGN_IN_METHODS:
         for outcome in SIGN_IN_OUTCOMES:
             SIGN_INS.labels(method, outcome)
+    for reason in SESSION_END_REASONS:
+        SESSIONS_ENDED.labels(reason)
     for mode in PROMPT_MODES:
         for action in PROMPT_ACTIONS:
             PROMPTS.labels(mode, action)

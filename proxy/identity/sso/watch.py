@@ -6,7 +6,9 @@ assertion while the upstream works, and looks at the upstream's answer: only a r
 that matches `completed_when` (the app accepted the sign-in) AND a verified assertion
 make a sign-in, recorded in the request state for the session middleware. Anything
 else — a bad signature, a replay, an oversized body, an app that said no — is logged
-with its reason and changes nothing for the user: the app decides for itself.
+with its reason and the app decides for itself. One thing changes when the app accepts
+a sign-in the proxy cannot verify: the browser's existing proxy session ends, since
+whoever it belonged to may no longer be the one signed in to the app.
 """
 
 from __future__ import annotations
@@ -30,7 +32,13 @@ from proxy.config import (
     SsoEndpoint,
     UpstreamIdentityEndpoint,
 )
-from proxy.identity.session import request_cookies, request_state, upstream_cookie_change
+from proxy.identity.session import (
+    UNVERIFIED_SIGN_IN,
+    RequestState,
+    request_cookies,
+    request_state,
+    upstream_cookie_change,
+)
 from proxy.identity.sso import SignIn, SignInRejected
 from proxy.identity.sso.asserted import sign_in_from_header, sign_in_from_whoami
 from proxy.ops import metrics
@@ -161,11 +169,13 @@ class SignInWatcher:
         state = request_state(scope)
 
         async def watch(message: Message) -> None:
-            if message["type"] == "http.response.start" and verification is not None:
+            if message["type"] == "http.response.start":
                 if completed(endpoint.completed_when, message):
-                    state.sign_in = await verification
-                    metrics.sign_in_result(endpoint.type, state.sign_in)  # metrics
-                else:
+                    sign_in = None if verification is None else await verification
+                    if verification is not None:  # an oversized body was counted already
+                        metrics.sign_in_result(endpoint.type, sign_in)  # metrics
+                    _settle(endpoint, state, sign_in)
+                elif verification is not None:
                     verification.cancel()
                     metrics.SIGN_INS.labels(endpoint.type, "not_completed").inc()  # metrics
                     log.info(
@@ -227,10 +237,9 @@ class SignInWatcher:
                 if header:
                     message["headers"] = [(n, v) for n, v in headers if n.lower() != header]
                 if completed(endpoint.completed_when, message):
-                    state.sign_in = await self._asserted(
-                        endpoint, scope, headers, asserted, cookies
-                    )
-                    metrics.sign_in_result(endpoint.type, state.sign_in)  # metrics
+                    sign_in = await self._asserted(endpoint, scope, headers, asserted, cookies)
+                    metrics.sign_in_result(endpoint.type, sign_in)  # metrics
+                    _settle(endpoint, state, sign_in)
                 else:
                     metrics.SIGN_INS.labels(endpoint.type, "not_completed").inc()  # metrics
             await send(message)
@@ -281,6 +290,24 @@ def _form_field(scope: Scope, body: bytes, name: str) -> str:
     if len(values) != 1:
         raise SignInRejected(f"expected one {name} field, got {len(values)}")
     return values[0]
+
+
+def _settle(endpoint: SsoEndpoint, state: RequestState, sign_in: SignIn | None) -> None:
+    """The app accepted a sign-in: it starts a proxy session when verified. When not, the
+    browser is now someone the proxy cannot name, so whatever session it carried ends —
+    the app may keep its cookie across sign-ins, which would otherwise keep it going."""
+    if sign_in is not None:
+        state.sign_in = sign_in
+        return
+    state.end_reason = UNVERIFIED_SIGN_IN
+    session = state.session or state.stale
+    if session is not None:
+        log.warning(
+            "the app accepted a sign-in at %s that could not be verified: "
+            "ending this browser's session of user %s",
+            endpoint.path,
+            session.user_key,
+        )
 
 
 def _rejected(endpoint: SsoEndpoint, reason: str) -> None:
