@@ -68,8 +68,11 @@ class Session:
 
 
 def user_key(sign_in: SignIn) -> str:
-    """Who a user is across sign-ins: tenant + object id when known (Microsoft's own
-    key), otherwise a hash of issuer and subject; never an email alone."""
+    """Who a user is across sign-ins: the linking key of an endpoint trusted for linking,
+    else tenant + object id when known (Microsoft's own key), otherwise a hash of issuer
+    and subject; never an email from an endpoint the admin has not trusted with it."""
+    if sign_in.link:
+        return sign_in.link
     if sign_in.tenant_id and sign_in.object_id:
         return f"{sign_in.tenant_id.lower()}.{sign_in.object_id.lower()}"
     digest = hashlib.sha256(f"{sign_in.issuer}\0{sign_in.subject}".encode()).hexdigest()
