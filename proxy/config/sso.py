@@ -98,7 +98,9 @@ class OidcEndpoint(StrictModel):
     type: Literal["oidc"]
     path: UrlPath
     issuer: IssuerUrl
-    audience: str
+    # The app's client id (form_post); unused with `silent`: those tokens are for the
+    # proxy's own registration, silent.client_id.
+    audience: str = ""
     discovery_url: HttpUrl | None = None
     jwks_url: HttpUrl | None = None
     ca_file: ConfigFile | None = None
@@ -120,6 +122,8 @@ class OidcEndpoint(StrictModel):
 
     @model_validator(mode="after")
     def _tenant_issuer(self) -> OidcEndpoint:
+        if not self.audience and self.silent is None:
+            raise ValueError("audience: the app's client id, which its id_tokens are for")
         if TENANT_PLACEHOLDER in self.issuer and not (self.discovery_url or self.jwks_url):
             raise ValueError(
                 f"an issuer with {TENANT_PLACEHOLDER} needs discovery_url or jwks_url, e.g. "

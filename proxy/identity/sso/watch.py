@@ -128,6 +128,8 @@ class SignInWatcher:
             client = http_client_for(endpoint)
             self._clients.append(client)
             self._http[endpoint.path] = client
+            if endpoint.silent is not None:  # the proxy's own tokens are for its own client id
+                endpoint = endpoint.model_copy(update={"audience": endpoint.silent.client_id})
             verifier = self.oidc[endpoint.path] = OidcVerifier(
                 endpoint, self.settings.sso.clock_skew, client
             )
