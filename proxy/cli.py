@@ -181,10 +181,11 @@ def _status(args: argparse.Namespace) -> int:
     import json
 
     from proxy.consent.integration import find_integrations
+    from proxy.identity.links import with_linked
 
     settings = load_settings(args.config)
     try:
-        found = asyncio.run(find_integrations(settings, args.user))
+        found = asyncio.run(with_linked(settings, find_integrations(settings, args.user)))
     except StoreError as exc:
         print(f"status: {exc.description}", file=sys.stderr)
         return EXIT_PROBLEM
@@ -218,6 +219,13 @@ def _status_text(record: dict[str, object]) -> str:
         f"  connected at: {when(record.get('connected_at'))}",
         f"  updated: {when(record.get('updated'))}",
     ]
+    linked = record.get("linked_identities")
+    for identity in linked if isinstance(linked, list) else []:
+        if isinstance(identity, dict):
+            lines.append(
+                f"  linked: {identity.get('method')} {identity.get('issuer')} "
+                f"subject {identity.get('subject')} (last {when(identity.get('last_seen'))})"
+            )
     if record.get("last_error_code") or record.get("last_error_class"):
         lines.append(
             f"  last error: {record.get('last_error_class')} AADSTS{record.get('last_error_code')}"

@@ -350,7 +350,17 @@ class SessionMiddleware:
         headers.append(
             self.cookie.header(self.cookie.sign(session.id), int(self.settings.lifetime))
         )
+        if sign_in.link:
+            await self._remember_link(session.user_key, sign_in)
         log.info("session started for user %s (%s)", session.user_key, session.method)
+
+    async def _remember_link(self, key: str, sign_in: SignIn) -> None:
+        from proxy.identity.links import remember
+
+        try:
+            await remember(self.store, key, sign_in)
+        except StoreError as exc:
+            log.warning("linked identity not recorded: %s", exc.description)
 
     async def _end(self, state: RequestState, reason: str | None = None) -> None:
         session = state.session or state.stale
