@@ -149,6 +149,8 @@ def _check(args: argparse.Namespace) -> int:
         apps = list(settings.microsoft_apps)
         policy_path = policy_path or settings.policy
         print(f"{args.config}: OK")
+        for warning in _sso_warnings(settings):
+            print(f"{args.config}: warning: {warning}", file=sys.stderr)
     if policy_path is not None:
         policy = load_policy(policy_path)
         if apps is not None:
@@ -160,6 +162,14 @@ def _check(args: argparse.Namespace) -> int:
         if not problems:
             print(f"{policy_path}: OK")
     return EXIT_PROBLEM if problems else EXIT_OK
+
+
+def _sso_warnings(settings: Settings) -> list[str]:
+    import asyncio
+
+    from proxy.identity.sso.observed import observed_warnings, static_warnings
+
+    return static_warnings(settings) + asyncio.run(observed_warnings(settings))
 
 
 def _explain(args: argparse.Namespace) -> int:

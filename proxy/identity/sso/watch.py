@@ -42,6 +42,7 @@ from proxy.identity.session import (
 )
 from proxy.identity.sso import SignIn, SignInRejected, link_key
 from proxy.identity.sso.asserted import sign_in_from_header, sign_in_from_whoami
+from proxy.identity.sso.observed import note_get
 from proxy.identity.sso.silent import NOT_AN_ANSWER, SilentCheck, respond
 from proxy.ops import metrics
 from proxy.store import Store, StoreError
@@ -188,6 +189,8 @@ class SignInWatcher:
         self, endpoint: SamlEndpoint | OidcEndpoint, scope: Scope, receive: Receive, send: Send
     ) -> None:
         if scope["method"] != "POST":
+            if isinstance(endpoint, OidcEndpoint) and scope["method"] == "GET":
+                await note_get(self.store, endpoint, scope.get("query_string", b""))
             await self.app(scope, receive, send)
             return
         buffered = BufferedBody(receive)
