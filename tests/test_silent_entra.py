@@ -1,0 +1,140 @@
+"""Entra ID as the app's SSO IdP, against the Microsoft stand-in: a multi-tenant issuer
+(`{tenantid}` in it, the `organizations` discovery document), tokens matched against
+their own `tid`, `tid`/`oid` taken as the tenant and object id, and the stand-in's
+sign-in session answering the proxy's `prompt=none` request without a page."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+
+from proxy.demo.microsoft import DEMO_APP_ID, DEMO_APP_SECRET, MicrosoftStandIn, demo_app
+from proxy.demo.users import CONTOSO_TENANT_ID, DEMO_USERS
+
+from .scripted_idp import CodeFlowApp
+from .servers import ProxyProcess, ThreadServer, free_port, running
+from .stored import session_settings
+from .tls import client_context, https_server, https_url
+
+CALLBACK = "/.consent-proxy-sso/callback"
+ALICE = next(u for u in DEMO_USERS if u.id == "alice")  # contoso
+BOB = next(u for u in DEMO_USERS if u.id == "bob")  # fabrikam: not one of our tenants
+OIDC = ["openid", "profile", "email"]
+
+
+@dataclass
+class Entra:
+    proxy: ProxyProcess
+    standin: MicrosoftStandIn
+    url: str
+    ca_file: Path
+
+    def browser(self) -> httpx.Client:
+        return httpx.Client(verify=client_context(self.ca_file), timeout=15)
+
+    def signed_in_at_microsoft(self, browser: httpx.Client, email: str) -> None:
+        """The browser signs in at the stand-in once (the app's own Entra sign-in)."""
+        query = {
+            "client_id": DEMO_APP_ID, "response_type": "code", "scope": " ".join(OIDC),
+            "redirect_uri": self.proxy.url + CALLBACK, "login_hint": email,
+            "code_challenge": "x" * 43, "code_challenge_method": "S256",
+        }  # fmt: skip
+        page = browser.get(f"{self.url}/organizations/oauth2/v2.0/authorize?{urlencode(query)}")
+        assert "standin_session" in page.headers.get("set-cookie", "")
+
+
+@pytest.fixture(scope="module")
+def entra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Entra]:
+    work = tmp_path_factory.mktemp("entra")
+    proxy = ProxyProcess({}, work)
+    port = free_port()
+    standin = MicrosoftStandIn(f"https://127.0.0.1:{port}", apps=[demo_app(proxy.url + CALLBACK)])
+    server, ca_file = https_server(standin.app(), work, port=port)
+    url = https_url(server)
+    config: dict[str, Any] = {
+        "upstream": {},
+        "public_url": proxy.url,
+        "session": session_settings(),
+        "store": {"path": str(work / "store.sqlite3")},
+        "sso": {
+            "endpoints": [
+                {
+                    "type": "oidc",
+                    "path": "/auth/callback",
+                    "issuer": f"{url}/{{tenantid}}/v2.0",
+                    "discovery_url": f"{url}/organizations/v2.0/.well-known/openid-configuration",
+                    "ca_file": str(ca_file),
+                    "tenants": [CONTOSO_TENANT_ID],
+                    "silent": {
+                        "client_id": DEMO_APP_ID,
+                        "client_secret": {"value": DEMO_APP_SECRET},
+                    },
+                }
+            ]
+        },
+    }
+    with running(ThreadServer(CodeFlowApp().app())) as upstream, running(server):
+        config["upstream"] = {"url": upstream.url}
+        proxy.config_path.write_text(json.dumps(config))
+        with running(proxy):
+            yield Entra(proxy, standin, url, ca_file)
+
+
+@pytest.fixture
+def fresh(entra: Entra) -> Entra:
+    entra.standin.reset()
+    for user in (ALICE, BOB):
+        entra.standin.grant_user_consent(DEMO_APP_ID, user.email, OIDC)
+    return entra
+
+
+def through_proxy(entra: Entra, browser: httpx.Client) -> dict[str, Any]:
+    """The app's code-flow callback, the silent hop, and what the app then sees."""
+    first = browser.get(f"{entra.proxy.url}/auth/callback?code=alice")
+    assert first.status_code == 303
+    silent = first.headers["location"]
+    assert silent.startswith(f"{entra.url}/organizations/oauth2/v2.0/authorize?")
+    answer = browser.get(silent)
+    assert answer.status_code == 302  # never a page
+    back = browser.get(answer.headers["location"])
+    assert back.status_code == 303 and back.headers["location"] == "/home?signed=alice"
+    return dict(browser.get(f"{entra.proxy.url}/home").json())
+
+
+def test_entra_session_answers_silently_with_tid_and_oid(fresh: Entra) -> None:
+    with fresh.browser() as browser:
+        fresh.signed_in_at_microsoft(browser, ALICE.email)
+        seen = through_proxy(fresh, browser)
+    assert seen["proxy_user"] == ALICE.email
+    assert seen["object_id"] == ALICE.object_id
+
+
+def test_no_entra_session_is_login_required_and_fails_open(fresh: Entra) -> None:
+    with fresh.browser() as browser:
+        seen = through_proxy(fresh, browser)
+    assert seen == {"app_user": "alice", "proxy_user": None, "object_id": None}
+    assert "the IdP answered 'login_required'" in fresh.proxy.logs()
+
+
+def test_a_tenant_not_listed_is_refused(fresh: Entra) -> None:
+    with fresh.browser() as browser:
+        fresh.signed_in_at_microsoft(browser, BOB.email)
+        seen = through_proxy(fresh, browser)
+    assert seen["proxy_user"] is None
+    assert "is not one of the endpoint's tenants" in fresh.proxy.logs()
+
+
+def test_no_consent_for_the_proxy_is_consent_required(fresh: Entra) -> None:
+    fresh.standin.revoke_consent(DEMO_APP_ID, ALICE.email)
+    with fresh.browser() as browser:
+        fresh.signed_in_at_microsoft(browser, ALICE.email)
+        seen = through_proxy(fresh, browser)
+    assert seen["proxy_user"] is None
+    assert "the IdP answered 'consent_required'" in fresh.proxy.logs()
