@@ -159,6 +159,7 @@ class CodeFlowApp:
                 "app_user": self.sessions.get(request.cookies.get("app_session", "")),
                 "proxy_user": request.headers.get("x-consent-proxy-user"),
                 "object_id": request.headers.get("x-consent-proxy-object-id"),
+                "integration": request.headers.get("x-consent-proxy-integration"),
             }
         )
 

@@ -231,7 +231,8 @@ def test_second_user_in_the_same_browser_carries_nothing_over(env: Env) -> None:
         env.provider.script.user = "bob"
         complete(env, browser, "bob")
         assert home(env, browser) | {"object_id": None} == {
-            "app_user": "bob", "proxy_user": "bob@example.com", "object_id": None
+            "app_user": "bob", "proxy_user": "bob@example.com", "object_id": None,
+            "integration": "none",
         }  # fmt: skip
         env.provider.script.error = "login_required"
         complete(env, browser, "alice")

@@ -5,18 +5,21 @@ sign-in session answering the proxy's `prompt=none` request without a page."""
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin
 
 import httpx
 import pytest
 
 from proxy.demo.microsoft import DEMO_APP_ID, DEMO_APP_SECRET, MicrosoftStandIn, demo_app
 from proxy.demo.users import CONTOSO_TENANT_ID, DEMO_USERS
+from proxy.store.vault import new_key
 
 from .scripted_idp import CodeFlowApp
 from .servers import ProxyProcess, ThreadServer, free_port, running
@@ -24,6 +27,14 @@ from .stored import session_settings
 from .tls import client_context, https_server, https_url
 
 CALLBACK = "/.consent-proxy-sso/callback"
+CONSENT_CALLBACK = "/.consent-proxy/callback"
+POLICY = """
+version: 1
+defaults:
+  prompt: first_sign_in
+  authorization: {type: graph, scopes: [Calendars.Read]}
+  user_consent: allowed
+"""
 ALICE = next(u for u in DEMO_USERS if u.id == "alice")  # contoso
 BOB = next(u for u in DEMO_USERS if u.id == "bob")  # fabrikam: not one of our tenants
 OIDC = ["openid", "profile", "email"]
@@ -55,7 +66,11 @@ def entra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Entra]:
     work = tmp_path_factory.mktemp("entra")
     proxy = ProxyProcess({}, work)
     port = free_port()
-    standin = MicrosoftStandIn(f"https://127.0.0.1:{port}", apps=[demo_app(proxy.url + CALLBACK)])
+    # One Entra registration for the app's SSO, the proxy's silent check and consent.
+    standin = MicrosoftStandIn(
+        f"https://127.0.0.1:{port}",
+        apps=[demo_app(proxy.url + CALLBACK, proxy.url + CONSENT_CALLBACK)],
+    )
     server, ca_file = https_server(standin.app(), work, port=port)
     url = https_url(server)
     config: dict[str, Any] = {
@@ -79,7 +94,18 @@ def entra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Entra]:
                 }
             ]
         },
+        "policy": str(work / "policy.yaml"),
+        "microsoft_apps": {
+            "default": {
+                "client_id": DEMO_APP_ID,
+                "client_secret": {"value": DEMO_APP_SECRET},
+                "authority_host": f"https://127.0.0.1:{port}",
+                "ca_file": str(ca_file),
+            }
+        },
+        "tokens": {"encryption_keys": [{"value": new_key()}]},
     }
+    (work / "policy.yaml").write_text(POLICY)
     with running(ThreadServer(CodeFlowApp().app())) as upstream, running(server):
         config["upstream"] = {"url": upstream.url}
         proxy.config_path.write_text(json.dumps(config))
@@ -95,8 +121,9 @@ def fresh(entra: Entra) -> Entra:
     return entra
 
 
-def through_proxy(entra: Entra, browser: httpx.Client) -> dict[str, Any]:
-    """The app's code-flow callback, the silent hop, and what the app then sees."""
+def through_proxy(entra: Entra, browser: httpx.Client, consent: bool = False) -> dict[str, Any]:
+    """The app's code-flow callback, the silent hop, and what the app then sees; with
+    `consent`, the consent page the silent answer leads to is accepted on the way."""
     first = browser.get(f"{entra.proxy.url}/auth/callback?code=alice")
     assert first.status_code == 303
     silent = first.headers["location"]
@@ -104,22 +131,35 @@ def through_proxy(entra: Entra, browser: httpx.Client) -> dict[str, Any]:
     answer = browser.get(silent)
     assert answer.status_code == 302  # never a page
     back = browser.get(answer.headers["location"])
-    assert back.status_code == 303 and back.headers["location"] == "/home?signed=alice"
+    assert back.status_code == 303
+    if consent:  # straight on to Microsoft's consent page, on the same registration
+        location = back.headers["location"]
+        assert location.startswith(f"{entra.url}/organizations/oauth2/v2.0/authorize?")
+        assert f"client_id={DEMO_APP_ID}" in location and "Calendars.Read" in location
+        page = browser.get(location)
+        assert "Permissions requested" in page.text
+        fields = dict(re.findall(r'name="([^"]+)" value="([^"]*)"', page.text))
+        fields = {k: html.unescape(v) for k, v in fields.items()} | {"decision": "accept"}
+        action = html.unescape(re.search(r'<form method="post" action="([^"]+)"', page.text)[1])
+        done = browser.post(urljoin(location, action), data=fields)
+        back = browser.get(done.headers["location"])  # the proxy's consent callback
+    assert back.headers["location"] == "/home?signed=alice"
     return dict(browser.get(f"{entra.proxy.url}/home").json())
 
 
 def test_entra_session_answers_silently_with_tid_and_oid(fresh: Entra) -> None:
     with fresh.browser() as browser:
         fresh.signed_in_at_microsoft(browser, ALICE.email)
-        seen = through_proxy(fresh, browser)
+        seen = through_proxy(fresh, browser, consent=True)
     assert seen["proxy_user"] == ALICE.email
     assert seen["object_id"] == ALICE.object_id
+    assert seen["integration"] == "connected"
 
 
 def test_no_entra_session_is_login_required_and_fails_open(fresh: Entra) -> None:
     with fresh.browser() as browser:
         seen = through_proxy(fresh, browser)
-    assert seen == {"app_user": "alice", "proxy_user": None, "object_id": None}
+    assert seen == {"app_user": "alice", "proxy_user": None, "object_id": None, "integration": None}
     assert "the IdP answered 'login_required'" in fresh.proxy.logs()
 
 
