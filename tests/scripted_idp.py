@@ -1,4 +1,5 @@
-"""A scripted OpenID provider for the silent leg's attack tests, and a code-flow app.
+"""A scripted OpenID provider for the silent leg's attack tests, a code-flow app, and the
+proxy config the code-flow tests share.
 
 The provider signs real RS256 id_tokens with the demo provider's keys, checks PKCE and
 the client's secret like a real one, and lets a test change what it answers: the next
@@ -16,6 +17,7 @@ import base64
 import hashlib
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
@@ -24,8 +26,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from proxy.demo.microsoft import DEMO_APP_ID, DEMO_APP_SECRET
 from proxy.demo.oidc_provider import DemoOpenIdProvider
 from proxy.demo.users import DemoUser
+from proxy.store.vault import new_key
+
+from .stored import session_settings
 
 CLIENT_ID = "consent-proxy"
 CLIENT_SECRET = "the-proxy-client-secret-012345678"
@@ -165,3 +171,49 @@ class CodeFlowApp:
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/auth/callback", self.callback), Route("/home", self.home)])
+
+
+CONSENT_POLICY = """
+version: 1
+defaults:
+  prompt: first_sign_in
+  authorization: {type: graph, scopes: [Calendars.Read]}
+  user_consent: allowed
+"""
+
+
+def code_flow_config(
+    work: Path,
+    upstream: str,
+    public_url: str,
+    endpoint: dict[str, Any],
+    consent: tuple[str, Path] | None = None,
+) -> dict[str, Any]:
+    """A proxy's config for a code-flow app at `/auth/callback` (`endpoint` adds to the
+    oidc endpoint); with `consent` (the stand-in's URL and CA), CONSENT_POLICY for all."""
+    config: dict[str, Any] = {
+        "upstream": {"url": upstream},
+        "public_url": public_url,
+        "session": session_settings(),
+        "store": {"path": str(work / "store.sqlite3")},
+        "sso": {"endpoints": [{"type": "oidc", "path": "/auth/callback", **endpoint}]},
+    }
+    if consent is not None:
+        authority, ca_file = consent
+        (work / "policy.yaml").write_text(CONSENT_POLICY)
+        config["policy"] = str(work / "policy.yaml")
+        config["microsoft_apps"] = {
+            "default": {
+                "client_id": DEMO_APP_ID,
+                "client_secret": {"value": DEMO_APP_SECRET},
+                "authority_host": authority,
+                "ca_file": str(ca_file),
+            }
+        }
+        config["tokens"] = {"encryption_keys": [{"value": new_key()}]}
+    return config
+
+
+def silent(client_id: str, secret: str) -> dict[str, Any]:
+    """The `silent:` section of a code-flow endpoint."""
+    return {"client_id": client_id, "client_secret": {"value": secret}}

@@ -20,13 +20,13 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.demo.microsoft import DEMO_APP_ID, DEMO_APP_SECRET, MicrosoftStandIn, demo_app
-from proxy.store.vault import new_key
+from proxy.demo.microsoft import MicrosoftStandIn, demo_app
 
 from .fixtures.chromium import EXTRA
 from .fixtures.demo import ROOT
+from .scripted_idp import code_flow_config, silent
 from .servers import ProxyProcess, free_port, running, wait_for_port
-from .stored import session_settings, stored
+from .stored import stored
 from .tls import https_server, https_url, server_cert
 
 pytest.importorskip("playwright.sync_api", reason=EXTRA)
@@ -34,13 +34,6 @@ pytest.importorskip("playwright.sync_api", reason=EXTRA)
 APP_SECRET = "the-app-client-secret-0123456789"
 PROXY_SECRET = "the-proxy-client-secret-012345678"
 CALLBACK_PATH = "/.consent-proxy-sso/callback"
-POLICY = """
-version: 1
-defaults:
-  prompt: first_sign_in
-  authorization: {type: graph, scopes: [Calendars.Read]}
-  user_consent: allowed
-"""
 
 
 class Process:
@@ -112,39 +105,16 @@ def code_flow(work: Path) -> Iterator[CodeFlow]:
         apps=[demo_app(f"{proxy.url}/.consent-proxy/callback")],
     )
     standin_server, standin_ca = https_server(standin.app(), work / "standin", standin_port)
-    (work / "policy.yaml").write_text(POLICY)
-    config = {
-        "upstream": {"url": f"http://127.0.0.1:{app_port}"},
-        "public_url": proxy.url,
-        "session": session_settings(),
-        "store": {"path": str(work / "store.sqlite3")},
-        "ops": {"port": ops_port},
-        "sso": {
-            "endpoints": [
-                {
-                    "type": "oidc",
-                    "path": "/auth/callback",
-                    "issuer": issuer,
-                    "audience": "consent-proxy",
-                    "ca_file": str(ca_file),
-                    "silent": {
-                        "client_id": "consent-proxy",
-                        "client_secret": {"value": PROXY_SECRET},
-                    },
-                }
-            ]
-        },
-        "policy": str(work / "policy.yaml"),
-        "microsoft_apps": {
-            "default": {
-                "client_id": DEMO_APP_ID,
-                "client_secret": {"value": DEMO_APP_SECRET},
-                "authority_host": https_url(standin_server),
-                "ca_file": str(standin_ca),
-            }
-        },
-        "tokens": {"encryption_keys": [{"value": new_key()}]},
+    endpoint = {
+        "issuer": issuer,
+        "ca_file": str(ca_file),
+        "silent": silent("consent-proxy", PROXY_SECRET),
     }
+    config = code_flow_config(
+        work, f"http://127.0.0.1:{app_port}", proxy.url, endpoint,
+        consent=(https_url(standin_server), standin_ca),
+    )  # fmt: skip
+    config["ops"] = {"port": ops_port}
     proxy.config_path.write_text(json.dumps(config))
     with running(provider), running(app), running(standin_server), running(proxy):
         yield CodeFlow(proxy, issuer, f"http://127.0.0.1:{ops_port}")

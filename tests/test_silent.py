@@ -25,9 +25,11 @@ from .scripted_idp import (
     TENANT,
     CodeFlowApp,
     ScriptedProvider,
+    code_flow_config,
+    silent,
 )
 from .servers import ProxyProcess, ThreadServer, free_port, running
-from .stored import session_settings, stored
+from .stored import stored
 from .tls import client_context, https_server
 
 CALLBACK = "/.consent-proxy-sso/callback"
@@ -52,31 +54,16 @@ def silent_env(work: Path, tenant_issuer: bool = False, **endpoint: Any) -> Iter
     port = free_port()
     provider = ScriptedProvider(f"https://127.0.0.1:{port}", tenant_issuer=tenant_issuer)
     idp_server, ca_file = https_server(provider.app(), work, port=port)
-    discovery = f"{provider.base}/.well-known/openid-configuration"
+    proxy = ProxyProcess({}, work)
     with running(ThreadServer(CodeFlowApp().app())) as upstream, running(idp_server):
-        config = {
-            "upstream": {"url": upstream.url},
-            "session": session_settings(),
-            "store": {"path": str(work / "store.sqlite3")},
-            "sso": {
-                "endpoints": [
-                    {
-                        "type": "oidc",
-                        "path": "/auth/callback",
-                        "issuer": provider.issuer,
-                        "discovery_url": discovery,
-                        "ca_file": str(ca_file),
-                        "silent": {
-                            "client_id": CLIENT_ID,
-                            "client_secret": {"value": CLIENT_SECRET},
-                        },
-                        **endpoint,
-                    }
-                ]
-            },
+        endpoint = {
+            "issuer": provider.issuer,
+            "discovery_url": f"{provider.base}/.well-known/openid-configuration",
+            "ca_file": str(ca_file),
+            "silent": silent(CLIENT_ID, CLIENT_SECRET),
+            **endpoint,
         }
-        proxy = ProxyProcess(config, work)
-        config["public_url"] = proxy.url
+        config = code_flow_config(work, upstream.url, proxy.url, endpoint)
         proxy.config_path.write_text(json.dumps(config))
         with running(proxy):
             yield Env(proxy, provider, ca_file)

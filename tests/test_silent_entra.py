@@ -19,22 +19,13 @@ import pytest
 
 from proxy.demo.microsoft import DEMO_APP_ID, DEMO_APP_SECRET, MicrosoftStandIn, demo_app
 from proxy.demo.users import CONTOSO_TENANT_ID, DEMO_USERS
-from proxy.store.vault import new_key
 
-from .scripted_idp import CodeFlowApp
+from .scripted_idp import CodeFlowApp, code_flow_config, silent
 from .servers import ProxyProcess, ThreadServer, free_port, running
-from .stored import session_settings
 from .tls import client_context, https_server, https_url
 
 CALLBACK = "/.consent-proxy-sso/callback"
 CONSENT_CALLBACK = "/.consent-proxy/callback"
-POLICY = """
-version: 1
-defaults:
-  prompt: first_sign_in
-  authorization: {type: graph, scopes: [Calendars.Read]}
-  user_consent: allowed
-"""
 ALICE = next(u for u in DEMO_USERS if u.id == "alice")  # contoso
 BOB = next(u for u in DEMO_USERS if u.id == "bob")  # fabrikam: not one of our tenants
 OIDC = ["openid", "profile", "email"]
@@ -73,41 +64,15 @@ def entra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Entra]:
     )
     server, ca_file = https_server(standin.app(), work, port=port)
     url = https_url(server)
-    config: dict[str, Any] = {
-        "upstream": {},
-        "public_url": proxy.url,
-        "session": session_settings(),
-        "store": {"path": str(work / "store.sqlite3")},
-        "sso": {
-            "endpoints": [
-                {
-                    "type": "oidc",
-                    "path": "/auth/callback",
-                    "issuer": f"{url}/{{tenantid}}/v2.0",
-                    "discovery_url": f"{url}/organizations/v2.0/.well-known/openid-configuration",
-                    "ca_file": str(ca_file),
-                    "tenants": [CONTOSO_TENANT_ID],
-                    "silent": {
-                        "client_id": DEMO_APP_ID,
-                        "client_secret": {"value": DEMO_APP_SECRET},
-                    },
-                }
-            ]
-        },
-        "policy": str(work / "policy.yaml"),
-        "microsoft_apps": {
-            "default": {
-                "client_id": DEMO_APP_ID,
-                "client_secret": {"value": DEMO_APP_SECRET},
-                "authority_host": f"https://127.0.0.1:{port}",
-                "ca_file": str(ca_file),
-            }
-        },
-        "tokens": {"encryption_keys": [{"value": new_key()}]},
+    endpoint = {
+        "issuer": f"{url}/{{tenantid}}/v2.0",
+        "discovery_url": f"{url}/organizations/v2.0/.well-known/openid-configuration",
+        "ca_file": str(ca_file),
+        "tenants": [CONTOSO_TENANT_ID],
+        "silent": silent(DEMO_APP_ID, DEMO_APP_SECRET),
     }
-    (work / "policy.yaml").write_text(POLICY)
     with running(ThreadServer(CodeFlowApp().app())) as upstream, running(server):
-        config["upstream"] = {"url": upstream.url}
+        config = code_flow_config(work, upstream.url, proxy.url, endpoint, (url, ca_file))
         proxy.config_path.write_text(json.dumps(config))
         with running(proxy):
             yield Entra(proxy, standin, url, ca_file)
