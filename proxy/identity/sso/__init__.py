@@ -4,10 +4,11 @@ Each kind of evidence has its own module: `saml` (a signed SAML Response posted 
 app's ACS endpoint; pinned keys and safe XML parsing in `saml_signature`), `oidc` (an
 id_token posted to the app's callback; the IdP's keys in `jwks`), `silent` (the code
 flow: the proxy's own `prompt=none` request to the same IdP), `asserted` (the upstream
-app itself says who signed in); `watch` is the middleware that uses them. Each produces
-the same `SignIn`, or raises `SignInRejected` with a reason for the log. The proxy never
-answers for the app: a rejected assertion is forwarded unchanged and the app decides for
-itself; it only means the proxy learns nothing from it.
+app itself says who signed in); `watch` is the middleware that uses them, and `observed`
+what it saw that `check` should warn about. Each produces the same `SignIn`, or raises
+`SignInRejected` with a reason for the log. The proxy never answers for the app: a
+rejected assertion is forwarded unchanged and the app decides for itself; it only means
+the proxy learns nothing from it.
 """
 
 from __future__ import annotations
