@@ -6,10 +6,10 @@ assertion while the upstream works, and looks at the upstream's answer: only a r
 that matches `completed_when` (the app accepted the sign-in) AND a verified assertion
 make a sign-in, recorded in the request state for the session middleware. On a
 code-flow endpoint (`silent`), the app's completed-sign-in redirect becomes a hop through
-the proxy's silent request to the same IdP (silent.py), whose answer makes the sign-in at
-the proxy's own callback path. Anything
-else — a bad signature, a replay, an oversized body, an app that said no — is logged
-with its reason and changes nothing for the user: the app decides for itself.
+the proxy's silent request to the same IdP (silent.py), whose answer makes the sign-in
+at the proxy's own callback path. Anything else — a bad signature, a replay, an
+oversized body, an app that said no — is logged with its reason and changes nothing for
+the user: the app decides for itself.
 """
 
 from __future__ import annotations
@@ -43,13 +43,13 @@ from proxy.identity.session import (
 from proxy.identity.sso import SignIn, SignInRejected, link_key
 from proxy.identity.sso.asserted import sign_in_from_header, sign_in_from_whoami
 from proxy.identity.sso.observed import note_get
-from proxy.identity.sso.silent import NOT_AN_ANSWER, SilentCheck, respond
 from proxy.ops import metrics
 from proxy.store import Store, StoreError
 
 if TYPE_CHECKING:
     from proxy.identity.sso.oidc import OidcVerifier
     from proxy.identity.sso.saml import SamlVerifier
+    from proxy.identity.sso.silent import SilentCheck
 
 
 log = logging.getLogger("consent_proxy.sso")
@@ -138,7 +138,9 @@ class SignInWatcher:
 
     def _silent_check(self, endpoint: OidcEndpoint) -> SilentCheck:
         check = self.silent.get(endpoint.path)
-        if check is None:
+        if check is None:  # authlib is loaded only where the code flow is watched
+            from proxy.identity.sso.silent import SilentCheck
+
             verifier = self._oidc_verifier(endpoint)
             assert self.settings.public_url is not None and endpoint.silent is not None
             check = self.silent[endpoint.path] = SilentCheck(
@@ -277,6 +279,8 @@ class SignInWatcher:
 
     async def _silent_answer(self, endpoint: OidcEndpoint, scope: Scope, send: Send) -> None:
         """The IdP's answer: a sign-in when verified; the browser goes on either way."""
+        from proxy.identity.sso.silent import NOT_AN_ANSWER, respond
+
         check = self._silent_check(endpoint)
         if scope["method"] != "GET":
             await respond(send, 405, NOT_AN_ANSWER, [(b"allow", b"GET")])
