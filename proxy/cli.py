@@ -149,6 +149,8 @@ def _check(args: argparse.Namespace) -> int:
         apps = list(settings.microsoft_apps)
         policy_path = policy_path or settings.policy
         print(f"{args.config}: OK")
+        for warning in _sso_warnings(settings):
+            print(f"{args.config}: warning: {warning}", file=sys.stderr)
     if policy_path is not None:
         policy = load_policy(policy_path)
         if apps is not None:
@@ -160,6 +162,14 @@ def _check(args: argparse.Namespace) -> int:
         if not problems:
             print(f"{policy_path}: OK")
     return EXIT_PROBLEM if problems else EXIT_OK
+
+
+def _sso_warnings(settings: Settings) -> list[str]:
+    import asyncio
+
+    from proxy.identity.sso.observed import observed_warnings, static_warnings
+
+    return static_warnings(settings) + asyncio.run(observed_warnings(settings))
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -181,10 +191,11 @@ def _status(args: argparse.Namespace) -> int:
     import json
 
     from proxy.consent.integration import find_integrations
+    from proxy.identity.links import with_linked
 
     settings = load_settings(args.config)
     try:
-        found = asyncio.run(find_integrations(settings, args.user))
+        found = asyncio.run(with_linked(settings, find_integrations(settings, args.user)))
     except StoreError as exc:
         print(f"status: {exc.description}", file=sys.stderr)
         return EXIT_PROBLEM
@@ -218,6 +229,13 @@ def _status_text(record: dict[str, object]) -> str:
         f"  connected at: {when(record.get('connected_at'))}",
         f"  updated: {when(record.get('updated'))}",
     ]
+    linked = record.get("linked_identities")
+    for identity in linked if isinstance(linked, list) else []:
+        if isinstance(identity, dict):
+            lines.append(
+                f"  linked: {identity.get('method')} {identity.get('issuer')} "
+                f"subject {identity.get('subject')} (last {when(identity.get('last_seen'))})"
+            )
     if record.get("last_error_code") or record.get("last_error_class"):
         lines.append(
             f"  last error: {record.get('last_error_class')} AADSTS{record.get('last_error_code')}"

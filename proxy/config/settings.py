@@ -7,7 +7,7 @@ from pydantic import model_validator
 from proxy.config.identity import AssertionSettings, HeaderNames, SessionSettings
 from proxy.config.microsoft import BrokerSettings, ConsentSettings, MicrosoftApp, TokenSettings
 from proxy.config.server import ListenSettings, LoggingSettings, OpsSettings
-from proxy.config.sso import SsoSettings
+from proxy.config.sso import OidcEndpoint, SsoSettings
 from proxy.config.store import SqliteStore, StoreSettings
 from proxy.config.upstream import UpstreamSettings
 from proxy.config.values import ConfigFile, IpNetwork, OriginUrl, StrictModel
@@ -63,4 +63,21 @@ class Settings(StrictModel):
                 "session.upstream_cookie: name the app's own session cookie; the proxy "
                 "session is bound to it and ends when it changes"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _silent_needs(self) -> Settings:
+        silent = [e.silent for e in self.sso.endpoints if isinstance(e, OidcEndpoint) and e.silent]
+        if silent and self.public_url is None:
+            raise ValueError(
+                "public_url: needed for the redirect URI of the silent sign-in check "
+                "(public_url + sso.endpoints[].silent.callback_path)"
+            )
+        prefix = self.consent.prefix
+        for check in silent:
+            if check.callback_path.startswith(prefix):
+                raise ValueError(
+                    f"sso: silent.callback_path {check.callback_path!r} is under "
+                    f"consent.prefix {prefix!r}, whose paths the consent pages answer"
+                )
         return self

@@ -1,5 +1,6 @@
 """SSO: recognising a completed sign-in at the endpoints the app already has (SAML ACS,
-OIDC form_post callback, or the upstream saying who signed in)."""
+OIDC form_post callback, OIDC code-flow callback confirmed by a silent request of the
+proxy's own, or the upstream saying who signed in)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from proxy.config.values import ConfigFile, HttpUrl, IssuerUrl, StrictModel
+from proxy.config.values import ConfigFile, HttpUrl, IssuerUrl, Secret, StrictModel
 
 
 def _path(value: str) -> str:
@@ -48,6 +49,7 @@ class SamlEndpoint(StrictModel):
     attributes: tuple[str, ...] = ()
     groups_attribute: str | None = None
     completed_when: CompletedWhen = CompletedWhen()
+    link_by: LinkBy | None = None
 
     @model_validator(mode="after")
     def _some_certificate(self) -> SamlEndpoint:
@@ -66,11 +68,39 @@ AsymmetricAlgorithm = Literal[
 ]
 
 
+# Who a person is across endpoints, when the admin trusts the endpoint to assert it.
+LinkBy = Literal["email"]
+TENANT_PLACEHOLDER = "{tenantid}"
+
+
+class SilentVerification(StrictModel):
+    """The authorization-code flow: the browser brings the app only `?code&state`, so the
+    proxy asks the same IdP itself (`prompt=none`) under its own client registration."""
+
+    client_id: Annotated[str, Field(min_length=1)]
+    client_secret: Secret | None = None  # a public client when absent (PKCE either way)
+    callback_path: UrlPath = "/.consent-proxy-sso/callback"
+    scope: str = "openid email profile"
+    # Where the IdP takes requests, when discovery does not say (or is not published).
+    authorization_url: HttpUrl | None = None
+    token_url: HttpUrl | None = None
+    # A silent request still unanswered after this long is forgotten.
+    state_lifetime: Annotated[float, Field(ge=10, le=3600)] = 300.0
+
+    @model_validator(mode="after")
+    def _openid(self) -> SilentVerification:
+        if "openid" not in self.scope.split():
+            raise ValueError("scope must include 'openid': the proxy asks for an id_token")
+        return self
+
+
 class OidcEndpoint(StrictModel):
     type: Literal["oidc"]
     path: UrlPath
     issuer: IssuerUrl
-    audience: str
+    # The app's client id (form_post); unused with `silent`: those tokens are for the
+    # proxy's own registration, silent.client_id.
+    audience: str = ""
     discovery_url: HttpUrl | None = None
     jwks_url: HttpUrl | None = None
     ca_file: ConfigFile | None = None
@@ -84,6 +114,24 @@ class OidcEndpoint(StrictModel):
     attributes: tuple[str, ...] = ()
     groups_attribute: str | None = "groups"
     completed_when: CompletedWhen = CompletedWhen()
+    # The code flow: verify by a silent request of the proxy's own (None: form_post).
+    silent: SilentVerification | None = None
+    # Entra multi-tenant issuers ("{tenantid}" in `issuer`): the tenants accepted (all if empty).
+    tenants: tuple[str, ...] = ()
+    link_by: LinkBy | None = None
+
+    @model_validator(mode="after")
+    def _tenant_issuer(self) -> OidcEndpoint:
+        if not self.audience and self.silent is None:
+            raise ValueError("audience: the app's client id, which its id_tokens are for")
+        if TENANT_PLACEHOLDER in self.issuer and not (self.discovery_url or self.jwks_url):
+            raise ValueError(
+                f"an issuer with {TENANT_PLACEHOLDER} needs discovery_url or jwks_url, e.g. "
+                "https://login.microsoftonline.com/organizations/v2.0/.well-known/openid-configuration"
+            )
+        if self.tenants and TENANT_PLACEHOLDER not in self.issuer:
+            raise ValueError(f"tenants applies only to an issuer with {TENANT_PLACEHOLDER}")
+        return self
 
 
 class UpstreamIdentityEndpoint(StrictModel):
@@ -99,6 +147,7 @@ class UpstreamIdentityEndpoint(StrictModel):
     object_id_pointer: str | None = None
     attribute_pointers: dict[str, str] = {}  # noqa: RUF012 - pydantic copies defaults
     completed_when: CompletedWhen = CompletedWhen()
+    link_by: LinkBy | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> UpstreamIdentityEndpoint:
@@ -124,6 +173,11 @@ class SsoSettings(StrictModel):
     @model_validator(mode="after")
     def _distinct_paths(self) -> SsoSettings:
         paths = [e.path for e in self.endpoints]
+        paths += [
+            e.silent.callback_path
+            for e in self.endpoints
+            if isinstance(e, OidcEndpoint) and e.silent is not None
+        ]
         repeated = sorted({p for p in paths if paths.count(p) > 1})
         if repeated:
             raise ValueError(

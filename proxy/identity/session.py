@@ -80,8 +80,11 @@ class Session:
 
 
 def user_key(sign_in: SignIn) -> str:
-    """Who a user is across sign-ins: tenant + object id when known (Microsoft's own
-    key), otherwise a hash of issuer and subject; never an email alone."""
+    """Who a user is across sign-ins: the linking key of an endpoint trusted for linking,
+    else tenant + object id when known (Microsoft's own key), otherwise a hash of issuer
+    and subject; never an email from an endpoint the admin has not trusted with it."""
+    if sign_in.link:
+        return sign_in.link
     if sign_in.tenant_id and sign_in.object_id:
         return f"{sign_in.tenant_id.lower()}.{sign_in.object_id.lower()}"
     digest = hashlib.sha256(f"{sign_in.issuer}\0{sign_in.subject}".encode()).hexdigest()
@@ -362,7 +365,17 @@ class SessionMiddleware:
         headers.append(
             self.cookie.header(self.cookie.sign(session.id), int(self.settings.lifetime))
         )
+        if sign_in.link:
+            await self._remember_link(session.user_key, sign_in)
         log.info("session started for user %s (%s)", session.user_key, session.method)
+
+    async def _remember_link(self, key: str, sign_in: SignIn) -> None:
+        from proxy.identity.links import remember
+
+        try:
+            await remember(self.store, key, sign_in)
+        except StoreError as exc:
+            log.warning("linked identity not recorded: %s", exc.description)
 
     async def _end(self, state: RequestState, reason: str | None = None) -> None:
         session = state.session or state.stale

@@ -33,6 +33,8 @@ __all__ = [
     "REQUESTS",
     "SESSIONS_ENDED",
     "SIGN_INS",
+    "SILENT_CHECKS",
+    "SILENT_OUTCOMES",
     "STORE_ERRORS",
     "TENANTS_WAITING_ADMIN",
     "TOKEN_REFRESHES",
@@ -126,6 +128,19 @@ SESSIONS_ENDED = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+SILENT_CHECKS = Counter(
+    "consent_proxy_silent_checks_total",
+    "Silent OpenID requests after a code-flow sign-in, by outcome: verified, the IdP's "
+    "error (login_required, interaction_required, consent_required, other_error), "
+    "rejected (the answer failed verification), failed (the IdP could not be reached), "
+    "unknown_state (an answer for no request of ours). Only verified starts a session.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+SILENT_OUTCOMES = (
+    "verified", "login_required", "interaction_required", "consent_required", "other_error",
+    "rejected", "failed", "unknown_state",
+)  # fmt: skip
 PROMPTS = Counter(
     "consent_proxy_prompts_total",
     "Policy decisions at sign-in, by prompt mode and action (pass: the user is not asked; "
@@ -174,6 +189,8 @@ def _initialise() -> None:
             SIGN_INS.labels(method, outcome)
     for reason in SESSION_END_REASONS:
         SESSIONS_ENDED.labels(reason)
+    for outcome in SILENT_OUTCOMES:
+        SILENT_CHECKS.labels(outcome)
     for mode in PROMPT_MODES:
         for action in PROMPT_ACTIONS:
             PROMPTS.labels(mode, action)

@@ -24,6 +24,8 @@ from proxy.demo.microsoft.pages import (
     signed_in,
 )
 from proxy.demo.microsoft.refusals import Refusal, declined
+from proxy.demo.microsoft.signed_in import login_required, remember
+from proxy.demo.microsoft.signed_in import remembered as signed_in_before
 from proxy.demo.microsoft.state import StandInState
 
 # The request fields each page carries from the GET to its POST.
@@ -72,6 +74,10 @@ class Interaction(ABC):
         except Refusal as refusal:
             return redirect(params, refusal.fields())
         user = self.chosen_user(params)
+        if user is None and params.get("prompt") == "none":  # Entra's session, or no page
+            user = signed_in_before(request, self.state)
+            if user is None:
+                return login_required(params)
         if user is None:
             return self.account_picker(request, params)
         try:
@@ -80,7 +86,7 @@ class Interaction(ABC):
             return error_page(refusal)
         if params.get("decision") == "cancel":
             return redirect(params, declined())
-        return self.decide(Ask(request, params, app, user, scopes))
+        return remember(self.decide(Ask(request, params, app, user, scopes)), user)
 
     # --- what each endpoint says -------------------------------------------------------------
 

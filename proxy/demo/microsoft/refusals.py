@@ -32,6 +32,10 @@ REFUSALS: dict[int, tuple[str, str]] = {
         "User account '{user}' from identity provider does not exist in tenant '{tenant}' "
         "and cannot access the application.",
     ),
+    50058: (
+        "login_required",
+        "A silent sign-in request was sent but no user is signed in.",
+    ),
     50076: (
         "invalid_grant",
         "Due to a configuration change made by your administrator, or because you moved to a "

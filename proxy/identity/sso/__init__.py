@@ -2,8 +2,10 @@
 
 Each kind of evidence has its own module: `saml` (a signed SAML Response posted to the
 app's ACS endpoint; pinned keys and safe XML parsing in `saml_signature`), `oidc` (an
-id_token posted to the app's callback; the IdP's keys in `jwks`), `asserted` (the
-upstream app itself says who signed in). Each produces the same `SignIn`, or raises
+id_token posted to the app's callback; the IdP's keys in `jwks`), `silent` (the code
+flow: the proxy's own `prompt=none` request to the same IdP), `asserted` (the upstream
+app itself says who signed in); `watch` is the middleware that uses them, and `observed`
+what it saw that `check` should warn about. Each produces the same `SignIn`, or raises
 `SignInRejected` with a reason for the log. The proxy never answers for the app: a
 rejected assertion is forwarded unchanged and the app decides for itself; it only means
 the proxy learns nothing from it.
@@ -11,6 +13,7 @@ the proxy learns nothing from it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -32,6 +35,8 @@ class SignIn:
     # An identifier to accept only once (SAML assertion ID, id_token jti), and until when.
     replay_key: str | None = None
     replay_until: float | None = None
+    # Who this person is across endpoints trusted for linking (`link_by`), else None.
+    link: str | None = None
 
 
 class SignInRejected(ConsentProxyError):
@@ -40,6 +45,15 @@ class SignInRejected(ConsentProxyError):
     code = "sign_in_rejected"
     status = 400
     title = "Sign-in not recognised"
+
+
+def link_key(link_by: str | None, sign_in: SignIn) -> str | None:
+    """The key that makes one person of sign-ins at endpoints the admin trusts to assert
+    `link_by` (today: the case-folded email/UPN); None without it."""
+    if link_by != "email" or not sign_in.email:
+        return None
+    email = sign_in.email.strip().casefold()
+    return "link." + hashlib.sha256(f"email\0{email}".encode()).hexdigest()[:40]
 
 
 def kept_attributes(

@@ -106,6 +106,7 @@ class JwksCache:
         self._attempted_at = -math.inf
         self._failure: str | None = None
         self._lock = asyncio.Lock()
+        self._document: tuple[dict[str, Any], float] | None = None
 
     @property
     def discovery_url(self) -> str:
@@ -174,7 +175,10 @@ class JwksCache:
         self._keys, self._kids = keys, frozenset(str(k.kid) for k in keys.keys)
         self._fetched_at, self._failure = self._clock(), None
 
-    async def _discover(self) -> str:
+    async def discovered(self) -> dict[str, Any]:
+        """The IdP's discovery document, for its issuer; kept as long as the keys."""
+        if self._document is not None and self._clock() - self._document[1] < self.ttl:
+            return self._document[0]
         url = self.discovery_url
         document = await self._get_json(url, "discovery document")
         issuer = document.get("issuer")
@@ -183,6 +187,12 @@ class JwksCache:
                 f"the discovery document at {url} names the issuer {shown(issuer)}, not the "
                 f"configured {self.endpoint.issuer!r}: fix sso issuer or discovery_url"
             )
+        self._document = (document, self._clock())
+        return document
+
+    async def _discover(self) -> str:
+        url = self.discovery_url
+        document = await self.discovered()
         uri = document.get("jwks_uri")
         if not isinstance(uri, str) or not uri.startswith(("https://", "http://")):
             raise SignInRejected(f"the discovery document at {url} has no usable jwks_uri")

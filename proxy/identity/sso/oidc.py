@@ -13,7 +13,9 @@ first, because joserfc lets some malformed headers escape as `TypeError`, falls 
 its "recommended" algorithms (HS256 among them) when given an empty allow-list, and
 needs the `kid` before it can tell an unknown key from a bad signature.
 
-The IdP's keys are fetched and cached by `jwks.JwksCache`.
+The IdP's keys are fetched and cached by `jwks.JwksCache`. An Entra multi-tenant issuer
+(`https://login.microsoftonline.com/{tenantid}/v2.0`) is matched against the token's own
+`tid`, which must be a GUID (and one of `tenants` when the endpoint names some).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+from authlib.oidc.core.util import create_half_hash  # type: ignore[import-untyped]
 from joserfc import jwk, jwt
 from joserfc.errors import (
     BadSignatureError,
@@ -46,6 +49,7 @@ from joserfc.errors import (
 from joserfc.jws import JWSRegistry
 
 from proxy.config import OidcEndpoint
+from proxy.config.sso import TENANT_PLACEHOLDER
 from proxy.identity.sso import SignIn, SignInRejected, kept_attributes
 from proxy.identity.sso.jwks import JwksCache, shown
 
@@ -56,6 +60,20 @@ MAX_HEADER_BYTES = 8 * 1024
 _MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _FALLBACK_IDENTITY_CLAIMS = ("email", "preferred_username", "upn")
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def expected_issuer(endpoint: OidcEndpoint, claims: dict[str, Any]) -> str:
+    """The issuer this token must name: the configured one, with the token's `tid` in
+    place of `{tenantid}` for a multi-tenant (Entra "organizations"/"common") endpoint."""
+    if TENANT_PLACEHOLDER not in endpoint.issuer:
+        return endpoint.issuer
+    tid = claims.get("tid")
+    if not isinstance(tid, str) or not _GUID.fullmatch(tid):
+        raise SignInRejected(f"the token's tenant id (tid) {shown(tid)} is not a tenant GUID")
+    if endpoint.tenants and tid not in {t.lower() for t in endpoint.tenants}:
+        raise SignInRejected(f"tenant {tid} is not one of the endpoint's tenants")
+    return endpoint.issuer.replace(TENANT_PLACEHOLDER, tid)
 
 
 class _RepeatedMember(ValueError):
@@ -170,18 +188,23 @@ class OidcVerifier:
         )
         self._registry.max_header_length = MAX_HEADER_BYTES
 
-    async def verify(self, id_token: str, nonce: str | None = None) -> SignIn:
+    async def verify(
+        self, id_token: str, nonce: str | None = None, access_token: str | None = None
+    ) -> SignIn:
         """Who the token says signed in, once everything about it checks out.
 
         `nonce`: the value the sign-in request carried, when the caller knows it (the
-        proxy usually does not: the app made the request). Replay is the caller's job,
-        with `replay_key` and `replay_until`.
+        proxy knows it only for its own silent request). `access_token`: issued with the
+        id_token, checked against its `at_hash` when the token has one. Replay is the
+        caller's job, with `replay_key` and `replay_until`.
         """
         header = read_header(id_token)
         alg, kid = self._check_header(header)
         key_set = await self.keys.key_set(kid)
         claims = self._decode(id_token, key_set, alg, kid)
         self._check_claims(claims, nonce)
+        if access_token is not None and "at_hash" in claims:
+            _check_at_hash(claims["at_hash"], access_token, alg)
         return self._sign_in(id_token, claims)
 
     def _check_header(self, header: dict[str, Any]) -> tuple[str, str | None]:
@@ -233,7 +256,7 @@ class OidcVerifier:
         return token.claims
 
     def _check_claims(self, claims: dict[str, Any], nonce: str | None) -> None:
-        issuer, audience = self.endpoint.issuer, self.endpoint.audience
+        issuer, audience = expected_issuer(self.endpoint, claims), self.endpoint.audience
         registry = jwt.JWTClaimsRegistry(
             now=int(time.time()),
             leeway=math.ceil(self.clock_skew),
@@ -266,7 +289,8 @@ class OidcVerifier:
         if isinstance(exc, MissingClaimError):
             return f"the token lacks the required claim(s) {claim}"
         if claim == "iss":
-            return f"issuer {shown(value)} is not the configured {self.endpoint.issuer!r}"
+            expected = expected_issuer(self.endpoint, claims)
+            return f"issuer {shown(value)} is not the configured {expected!r}"
         if claim == "aud":
             return f"audience {shown(value)} does not include {self.endpoint.audience!r}"
         if claim == "nbf" and _is_time(value):
@@ -293,10 +317,21 @@ class OidcVerifier:
                 endpoint.groups_attribute,
             ),
             method="oidc",
-            issuer=endpoint.issuer,
+            issuer=expected_issuer(endpoint, claims),
             replay_key=jti or "sha256:" + hashlib.sha256(id_token.encode()).hexdigest(),
             replay_until=float(min(claims["exp"], _MAX_TIMESTAMP)),
         )
+
+
+def _check_at_hash(at_hash: Any, access_token: str, alg: str) -> None:
+    """OIDC Core 3.1.3.8: the left half of the access token's hash, base64url."""
+    expected = create_half_hash(access_token, alg)
+    if (
+        not isinstance(at_hash, str)
+        or expected is None
+        or not hmac.compare_digest(at_hash.encode(), expected)
+    ):
+        raise SignInRejected("the token's at_hash does not match the access token")
 
 
 def _is_time(value: Any) -> bool:

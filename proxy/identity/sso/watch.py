@@ -4,16 +4,20 @@ On a watched path it keeps a copy of the POSTed form (up to `sso.max_body_bytes`
 upstream still receives every byte, unchanged, streamed as it came), starts verifying the
 assertion while the upstream works, and looks at the upstream's answer: only a response
 that matches `completed_when` (the app accepted the sign-in) AND a verified assertion
-make a sign-in, recorded in the request state for the session middleware. Anything
-else — a bad signature, a replay, an oversized body, an app that said no — is logged
-with its reason and the app decides for itself. One thing changes when the app accepts
-a sign-in the proxy cannot verify: the browser's existing proxy session ends, since
-whoever it belonged to may no longer be the one signed in to the app.
+make a sign-in, recorded in the request state for the session middleware. On a
+code-flow endpoint (`silent`), the app's completed-sign-in redirect becomes a hop through
+the proxy's silent request to the same IdP (silent.py), whose answer makes the sign-in
+at the proxy's own callback path. Anything else — a bad signature, a replay, an
+oversized body, an app that said no — is logged with its reason and the app decides for
+itself. One thing changes when the app accepts a sign-in the proxy cannot verify: the
+browser's existing proxy session ends, since whoever it belonged to may no longer be the
+one signed in to the app.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 import time
@@ -35,18 +39,21 @@ from proxy.config import (
 from proxy.identity.session import (
     UNVERIFIED_SIGN_IN,
     RequestState,
+    SessionCookie,
     request_cookies,
     request_state,
     upstream_cookie_change,
 )
-from proxy.identity.sso import SignIn, SignInRejected
+from proxy.identity.sso import SignIn, SignInRejected, link_key
 from proxy.identity.sso.asserted import sign_in_from_header, sign_in_from_whoami
+from proxy.identity.sso.observed import note_get
 from proxy.ops import metrics
 from proxy.store import Store, StoreError
 
 if TYPE_CHECKING:
     from proxy.identity.sso.oidc import OidcVerifier
     from proxy.identity.sso.saml import SamlVerifier
+    from proxy.identity.sso.silent import SilentCheck
 
 
 log = logging.getLogger("consent_proxy.sso")
@@ -106,7 +113,15 @@ class SignInWatcher:
 
             self.saml = {e.path: SamlVerifier(e, settings.sso.clock_skew) for e in saml}
         self.oidc: dict[str, OidcVerifier] = {}
+        self.callbacks: dict[str, OidcEndpoint] = {
+            e.silent.callback_path: e
+            for e in settings.sso.endpoints
+            if isinstance(e, OidcEndpoint) and e.silent is not None
+        }
+        self.silent: dict[str, SilentCheck] = {}
+        self.cookie = SessionCookie(settings.session)
         self._clients: list[httpx.AsyncClient] = []
+        self._http: dict[str, httpx.AsyncClient] = {}
         self._upstream_client: httpx.AsyncClient | None = None
 
     def _oidc_verifier(self, endpoint: OidcEndpoint) -> OidcVerifier:
@@ -117,10 +132,31 @@ class SignInWatcher:
 
             client = http_client_for(endpoint)
             self._clients.append(client)
+            self._http[endpoint.path] = client
+            if endpoint.silent is not None:  # the proxy's own tokens are for its own client id
+                endpoint = endpoint.model_copy(update={"audience": endpoint.silent.client_id})
             verifier = self.oidc[endpoint.path] = OidcVerifier(
                 endpoint, self.settings.sso.clock_skew, client
             )
         return verifier
+
+    def _silent_check(self, endpoint: OidcEndpoint) -> SilentCheck:
+        check = self.silent.get(endpoint.path)
+        if check is None:  # authlib is loaded only where the code flow is watched
+            from proxy.identity.sso.silent import SilentCheck
+
+            verifier = self._oidc_verifier(endpoint)
+            assert self.settings.public_url is not None and endpoint.silent is not None
+            check = self.silent[endpoint.path] = SilentCheck(
+                endpoint,
+                self.settings.public_url,
+                self.store,
+                verifier,
+                self._http[endpoint.path],
+                self.cookie,
+                self.settings.session.upstream_cookie or "",
+            )
+        return check
 
     def _whoami_client(self) -> httpx.AsyncClient:
         if self._upstream_client is None:
@@ -140,9 +176,15 @@ class SignInWatcher:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self.endpoints.get(scope["path"]) if scope["type"] == "http" else None
         if endpoint is None:
-            await self.app(scope, receive, send)
+            answered = self.callbacks.get(scope["path"]) if scope["type"] == "http" else None
+            if answered is not None:
+                await self._silent_answer(answered, scope, send)
+            else:
+                await self.app(scope, receive, send)
             return
-        if isinstance(endpoint, UpstreamIdentityEndpoint):
+        if isinstance(endpoint, OidcEndpoint) and endpoint.silent is not None:
+            await self._watch_code(endpoint, scope, receive, send)
+        elif isinstance(endpoint, UpstreamIdentityEndpoint):
             await self._watch_asserted(endpoint, scope, receive, send)
         else:
             await self._watch_posted(endpoint, scope, receive, send)
@@ -153,6 +195,8 @@ class SignInWatcher:
         self, endpoint: SamlEndpoint | OidcEndpoint, scope: Scope, receive: Receive, send: Send
     ) -> None:
         if scope["method"] != "POST":
+            if isinstance(endpoint, OidcEndpoint) and scope["method"] == "GET":
+                await note_get(self.store, endpoint, scope.get("query_string", b""))
             await self.app(scope, receive, send)
             return
         buffered = BufferedBody(receive)
@@ -205,7 +249,7 @@ class SignInWatcher:
         except SignInRejected as exc:
             _rejected(endpoint, exc.description)
             return None
-        return sign_in
+        return _linked(endpoint, sign_in)
 
     async def _check_replay(self, sign_in: SignIn) -> None:
         if sign_in.replay_key is None:
@@ -220,6 +264,50 @@ class SignInWatcher:
             ) from None
         if not fresh:
             raise SignInRejected("assertion already used (replay)")
+
+    # --- OIDC code flow: the proxy's own silent request ------------------------------------
+
+    async def _watch_code(
+        self, endpoint: OidcEndpoint, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        state = request_state(scope)
+        cookies = request_cookies(scope)
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                if completed(endpoint.completed_when, message):
+                    await self._silent_check(endpoint).hop(message, cookies, state.session)
+                else:
+                    metrics.SIGN_INS.labels(endpoint.type, "not_completed").inc()  # metrics
+            await send(message)
+
+        await self.app(scope, receive, watch)
+
+    async def _silent_answer(self, endpoint: OidcEndpoint, scope: Scope, send: Send) -> None:
+        """The IdP's answer: a sign-in when verified; the browser goes on either way."""
+        from proxy.identity.sso.silent import NOT_AN_ANSWER, respond
+
+        check = self._silent_check(endpoint)
+        if scope["method"] != "GET":
+            await respond(send, 405, NOT_AN_ANSWER, [(b"allow", b"GET")])
+            return
+        answer = await check.answer(scope.get("query_string", b""), request_cookies(scope))
+        sign_in = answer.sign_in
+        if sign_in is not None:
+            try:
+                await self._check_replay(sign_in)
+                sign_in = _linked(endpoint, sign_in)
+            except SignInRejected as exc:
+                _rejected(endpoint, exc.description)
+                sign_in = None
+        metrics.sign_in_result(endpoint.type, sign_in)  # metrics
+        if answer.return_to is not None:
+            # An answer to our own request: the app's sign-in completed, verified or not.
+            _settle(endpoint, request_state(scope), sign_in)
+        if answer.return_to is None:
+            await respond(send, 400, NOT_AN_ANSWER)
+        else:
+            await respond(send, 303, b"", [(b"location", answer.return_to.encode("latin-1"))])
 
     # --- identity from the upstream -----------------------------------------------------------
 
@@ -260,16 +348,17 @@ class SignInWatcher:
                     raise SignInRejected(
                         f"expected one {endpoint.header} header, got {len(asserted)}"
                     )
-                return sign_in_from_header(endpoint, asserted[0])
+                return _linked(endpoint, sign_in_from_header(endpoint, asserted[0]))
             cookie_name = self.settings.session.upstream_cookie or ""
             changed, value = upstream_cookie_change(headers, cookie_name)
             value = value if changed else cookies.get(cookie_name)
             if not value:
                 raise SignInRejected(f"no {cookie_name!r} cookie to ask who-am-I with")
             host = dict(scope["headers"]).get(b"host", b"").decode("latin-1") or None
-            return await sign_in_from_whoami(
+            found = await sign_in_from_whoami(
                 endpoint, self._whoami_client(), cookie_name, value, host
             )
+            return _linked(endpoint, found)
         except SignInRejected as exc:
             _rejected(endpoint, exc.description)
             return None
@@ -308,6 +397,12 @@ def _settle(endpoint: SsoEndpoint, state: RequestState, sign_in: SignIn | None) 
             endpoint.path,
             session.user_key,
         )
+
+
+def _linked(endpoint: SsoEndpoint, sign_in: SignIn) -> SignIn:
+    """The sign-in with its linking key, from an endpoint the admin trusts for linking."""
+    link = link_key(endpoint.link_by, sign_in)
+    return dataclasses.replace(sign_in, link=link) if link else sign_in
 
 
 def _rejected(endpoint: SsoEndpoint, reason: str) -> None:
