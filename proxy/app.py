@@ -170,8 +170,16 @@ def _journey(settings: Settings, store: Store) -> tuple[ConsentJourney, TokenSer
         on_reload=lambda outcome: metrics.POLICY_RELOADS.labels(outcome).inc(),
     )
     redirect_uri = f"{settings.public_url}{settings.consent.prefix}callback"
+    consent = settings.consent
     clients = {
-        name: MicrosoftClient(app, redirect_uri, threads=settings.consent.msal_threads)
+        name: MicrosoftClient(
+            app,
+            redirect_uri,
+            threads=consent.msal_threads,
+            redeem_threads=consent.redeem_threads,
+            redeem_queue=consent.redeem_queue,
+            redeem_wait=consent.redeem_wait,
+        )
         for name, app in settings.microsoft_apps.items()
     }
     vault = Vault([k.reveal() for k in settings.tokens.encryption_keys])

@@ -46,6 +46,12 @@ class ConsentSettings(StrictModel):
     admin_approval_retry: Annotated[float, Field(ge=0, le=30 * 86400)] = 3600.0
     # Threads for msal, which blocks.
     msal_threads: Annotated[int, Field(ge=1, le=64)] = 8
+    # Code redemptions (a person waits on the callback) have threads of their own; beyond
+    # `redeem_queue` waiting, or after `redeem_wait` seconds without a free thread, the
+    # person is told Microsoft is slow and to try again, instead of a hanging page.
+    redeem_threads: Annotated[int, Field(ge=1, le=64)] = 4
+    redeem_queue: Annotated[int, Field(ge=0, le=10_000)] = 32
+    redeem_wait: Annotated[float, Field(gt=0, le=60)] = 5.0
 
     @model_validator(mode="after")
     def _prefix(self) -> ConsentSettings:
@@ -63,6 +69,11 @@ class TokenSettings(StrictModel):
     retry_backoff: Annotated[float, Field(ge=1, le=600)] = 15.0
     # Other requests of a user wait this long at most for a refresh under way elsewhere.
     lock_timeout: Annotated[float, Field(ge=1, le=120)] = 20.0
+    # A request whose access token has expired waits this long at most for its refresh,
+    # then goes on without a token (logged, counted); a still-valid token never waits.
+    expired_wait: Annotated[float, Field(ge=0, le=30)] = 1.0
+    # How long a user's tokens are reused in process before the store is read again.
+    cache_seconds: Annotated[float, Field(ge=1, le=300)] = 60.0
 
     @model_validator(mode="after")
     def _fernet_keys(self) -> TokenSettings:

@@ -24,6 +24,7 @@ from proxy.consent.next_url import safe_next
 from proxy.consent.render import ADMIN_NEEDED, ADMIN_NEEDED_TEXT, page, redirect, to_microsoft
 from proxy.identity.session import Session, request_state
 from proxy.microsoft import ErrorClass, MicrosoftError, TokenResult, classify
+from proxy.microsoft.lanes import BUSY
 from proxy.ops import metrics
 
 log = logging.getLogger("consent_proxy.consent")
@@ -205,6 +206,13 @@ class Callback:
                 csrf=csrf,
                 **common,
             )
+        if error.error == BUSY:  # our own redemption queue was full: nothing reached Microsoft
+            text = (
+                "Microsoft is slow right now, so your Office 365 calendar and contacts are not "
+                "connected yet. You can keep using the app; try again in a few minutes from "
+                "the connection page."
+            )
+            return page(request, 200, "Microsoft is slow", [text], manual_link=True, **common)
         if error.kind == "config":
             text = (
                 "The connection to Microsoft is not set up correctly. Your administrators have "

@@ -2,11 +2,18 @@
 
 The common request (a connected user whose access token has minutes left) is answered
 from memory: no store read, no decryption, no lock. Otherwise one task per user and
-process loads the sealed msal cache and, only when the access token is about to expire,
-refreshes it under a lock in the store (`add` with an expiry), so that replicas never
+process (the flight) loads the sealed msal cache; an access token with more than
+`refresh_leeway` left is taken from it directly, never through msal, so the hot path
+never queues for Microsoft. Only when the access token is about to expire does the flight
+refresh it, under a lock in the store (`add` with an expiry), so that replicas never
 redeem the same refresh token twice; a holder that crashed blocks nobody for longer than
 the lock's expiry. The new cache is written with compare-and-set against the version
 that was read (fencing): a holder whose lock ran out writes nothing.
+
+Nobody waits long for a flight: a request whose previous token is still valid is answered
+with it at once while the flight refreshes behind it; one that has no valid token waits
+`expired_wait` seconds at most, then goes on without a token (logged, counted in
+`consent_proxy_tokens_not_ready_total`), and the flight keeps going for the next request.
 
 Failures never stop a request: a transient one keeps forwarding the still-valid token (or
 none) and backs off; `invalid_grant` and its kin mark the user `reconsent_required`, drop
@@ -32,9 +39,8 @@ from proxy.store.vault import Vault, VaultError
 log = logging.getLogger("consent_proxy.tokens")
 
 LOCKS = "refresh-lock"
-# How long an answer is reused in process before the store is asked again: bounds how
-# late a disconnect or a refresh on another replica is noticed here.
-MAX_REUSE = 60.0
+# How long an answer is reused in process before the store is asked again (bounds how
+# late a disconnect or a refresh on another replica is noticed here) is `cache_seconds`.
 NOT_CONNECTED_REUSE = 30.0
 STORE_DOWN_REUSE = 5.0
 LOCK_POLL = 0.05
@@ -74,6 +80,9 @@ class TokenService:
         self.default_app = next(iter(clients)) if clients else ""
         self._cache: dict[str, UserTokens] = {}
         self._flights: dict[str, asyncio.Future[UserTokens]] = {}
+        # The still-valid token a flight found before it went to Microsoft: what a request
+        # that cannot wait for the flight gets.
+        self._fallback: dict[str, UserTokens] = {}
         self._backoff: dict[str, tuple[float, float]] = {}  # user -> (next try, delay)
 
     async def for_user(self, user_key: str) -> UserTokens:
@@ -85,8 +94,29 @@ class TokenService:
         if flight is None:
             flight = asyncio.ensure_future(self._load(user_key, entry))
             self._flights[user_key] = flight
-            flight.add_done_callback(lambda _: self._flights.pop(user_key, None))
-        return await asyncio.shield(flight)
+            flight.add_done_callback(lambda _: self._landed(user_key))
+        if entry is not None and entry.usable(now):
+            return entry  # still valid: forwarded now, the flight refreshes behind it
+        try:
+            return await asyncio.wait_for(asyncio.shield(flight), self.settings.expired_wait)
+        except TimeoutError:
+            return self._not_ready(user_key, entry)
+
+    def _landed(self, user_key: str) -> None:
+        self._flights.pop(user_key, None)
+        self._fallback.pop(user_key, None)
+
+    def _not_ready(self, user_key: str, entry: UserTokens | None) -> UserTokens:
+        fallback = self._fallback.get(user_key)
+        if fallback is not None and fallback.usable(time.time()):
+            return fallback
+        log.warning(
+            "no fresh token for %s within %gs (Microsoft slow?): forwarded without one",
+            user_key,
+            self.settings.expired_wait,
+        )
+        metrics.TOKENS_NOT_READY.inc()
+        return UserTokens(status=entry.status if entry is not None else UNAVAILABLE)
 
     def invalidate(self, user_key: str) -> None:
         self._cache.pop(user_key, None)
@@ -118,16 +148,19 @@ class TokenService:
             return UserTokens(status=integration.status, reuse_until=now + NOT_CONNECTED_REUSE)
         waiting = self._backoff.get(user_key)
         if waiting is not None and waiting[0] > now and previous is not None:
-            return _with(previous, reuse_until=min(waiting[0], now + MAX_REUSE))
+            return _with(previous, reuse_until=min(waiting[0], now + self.settings.cache_seconds))
         sealed = await self.store.get(TOKENS, user_key)
         if sealed is None:
             return UserTokens(status="none", reuse_until=now + NOT_CONNECTED_REUSE)
         cache = self.vault.open(sealed, f"tokens:{user_key}").decode()
-        if _access_token_expiry(cache, integration.account_id) - self.settings.refresh_leeway > now:
-            try:
-                return await self._from_microsoft(integration, sealed, cache, locked=False)
-            except MicrosoftError as exc:
-                return await self._failed(integration, exc, previous)
+        stored = _from_cache(integration, cache)
+        if stored is not None and stored.expires_at is not None:
+            fresh_until = stored.expires_at - self.settings.refresh_leeway
+            if fresh_until > now:  # valid for a while: no Microsoft, no msal, no lock
+                self._backoff.pop(user_key, None)
+                return _with(stored, min(fresh_until, now + self.settings.cache_seconds))
+            if stored.usable(now):
+                self._fallback[user_key] = stored
         return await self._refresh_locked(integration, previous)
 
     async def _refresh_locked(
@@ -152,9 +185,7 @@ class TokenService:
                 return UserTokens(status="none", reuse_until=time.time() + NOT_CONNECTED_REUSE)
             cache = self.vault.open(sealed, f"tokens:{user_key}").decode()
             previous = previous or _from_cache(integration, cache)
-            return await self._from_microsoft(
-                integration, sealed, cache, locked=True, holder=holder
-            )
+            return await self._from_microsoft(integration, sealed, cache, holder)
         except MicrosoftError as exc:
             return await self._failed(integration, exc, previous)
         finally:
@@ -165,21 +196,20 @@ class TokenService:
         integration: Integration,
         sealed: bytes,
         cache: str,
-        locked: bool,
-        holder: bytes = b"",
+        holder: bytes,
     ) -> UserTokens:
         user_key = integration.user_key
         client = self.clients.get(integration.app or self.default_app)
         if client is None:
             log.error("user %s is connected through unknown app %r", user_key, integration.app)
             return UserTokens(status="failed", reuse_until=time.time() + NOT_CONNECTED_REUSE)
+        # Only tokens within refresh_leeway of expiry come here: force msal to refresh
+        # even when its own (shorter) rule would still hand out the cached one.
         result = await client.refresh(
-            cache, integration.account_id or "", integration.granted_scopes
+            cache, integration.account_id or "", integration.granted_scopes, force=True
         )
-        if result.refreshed and not locked:
-            log.warning("msal refreshed outside the lock for %s", user_key)
         if result.cache_changed and result.refreshed:
-            if locked and not await self.store.replace_if(
+            if not await self.store.replace_if(
                 LOCKS, user_key, holder, holder, ttl=self.settings.lock_timeout
             ):
                 log.warning("refresh lock for %s expired mid-refresh: result dropped", user_key)
@@ -200,7 +230,9 @@ class TokenService:
             expires_at=result.expires_at,
             route=integration.route,
             ews_url=integration.ews_url,
-            reuse_until=min(result.expires_at - self.settings.refresh_leeway, now + MAX_REUSE),
+            reuse_until=min(
+                result.expires_at - self.settings.refresh_leeway, now + self.settings.cache_seconds
+            ),
         )
 
     async def _failed(
@@ -236,7 +268,7 @@ def _from_cache(integration: Integration, cache: str) -> UserTokens | None:
     if cached is None:
         return None
     token, expires = cached
-    return UserTokens("connected", token, expires, integration.route, integration.ews_url)
+    return UserTokens(integration.status, token, expires, integration.route, integration.ews_url)
 
 
 def _with(entry: UserTokens, reuse_until: float) -> UserTokens:

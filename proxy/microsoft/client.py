@@ -1,8 +1,14 @@
 """Entra ID for one app registration: authorize and admin-consent URLs, code redemption
 and refresh, through msal.
 
-msal is synchronous (requests), so every call runs in a bounded thread pool and the event
-loop never waits on Microsoft. An msal application is built per operation, around that
+msal is synchronous (requests), so every call that may reach Microsoft runs in a thread
+and the event loop never waits on it. Refreshes share one pool; code redemptions have a
+lane of their own with a bounded queue and a wait limit (lanes.py), so a person on the
+callback page never queues behind other users' refreshes, and is told "Microsoft is slow"
+rather than kept waiting. The authorize URL needs no network once authority discovery is
+done: it is built on the event loop from one msal application kept for that purpose.
+
+An msal application is built per operation, around that
 user's own token cache, which is how msal isolates users in a web app; what makes that
 cheap is the `http_cache` every application shares (msal keeps authority discovery there
 for a day), and one pooled HTTP session.
@@ -33,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +52,7 @@ import requests  # type: ignore[import-untyped,unused-ignore]
 
 from proxy.config import MicrosoftApp
 from proxy.microsoft.errors import ErrorKind, MicrosoftError, from_response
+from proxy.microsoft.lanes import BoundedLane
 from proxy.microsoft.msal_http import MsalHttpClient, SharedHttpCache
 from proxy.microsoft.results import TokenResult, binding, cached_id_claims, token_result
 
@@ -54,6 +62,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_THREADS = 8
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_REDEEM_THREADS = 4
+DEFAULT_REDEEM_QUEUE = 32
+DEFAULT_REDEEM_WAIT = 5.0
+# The application that builds authorize URLs is rebuilt (discovery again, in the pool,
+# while the old one keeps serving) this often, so a changed authority is noticed.
+AUTHORIZER_MAX_AGE = 3600.0
 GRAPH = "https://graph.microsoft.com/"
 # msal adds these to every request and refuses them from the caller.
 RESERVED_SCOPES = frozenset({"openid", "profile", "offline_access"})
@@ -95,13 +109,20 @@ class MicrosoftClient:
         *,
         threads: int = DEFAULT_THREADS,
         timeout: float = DEFAULT_TIMEOUT,
+        redeem_threads: int = DEFAULT_REDEEM_THREADS,
+        redeem_queue: int = DEFAULT_REDEEM_QUEUE,
+        redeem_wait: float = DEFAULT_REDEEM_WAIT,
     ) -> None:
         self.app = app
         self.redirect_uri = redirect_uri
         self.authority = f"{app.authority_host}/{app.tenant}"
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="msal")
-        self._http = MsalHttpClient(str(app.ca_file) if app.ca_file else True, timeout, threads)
+        self._redeems = BoundedLane("code redemption", redeem_threads, redeem_queue, redeem_wait)
+        verify = str(app.ca_file) if app.ca_file else True
+        self._http = MsalHttpClient(verify, timeout, threads + redeem_threads)
         self._http_cache = SharedHttpCache()
+        self._authorizer: tuple[Any, float] | None = None  # (msal application, built at)
+        self._rebuilding: asyncio.Future[None] | None = None
 
     # --- the operations ----------------------------------------------------------------------
 
@@ -122,23 +143,45 @@ class MicrosoftClient:
         if prompt is not None and prompt not in PROMPTS:
             raise ValueError(f"prompt must be one of {', '.join(sorted(PROMPTS))}, got {prompt!r}")
         wanted = _requested(scopes)
+        app = await self._authorizing_application()
+        with _QUERY_MODE_ACCEPTED, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", _FORM_POST_ADVICE, UserWarning)
+            # No I/O: msal only assembles the URL, PKCE and nonce (discovery is done).
+            flow: dict[str, Any] = app.initiate_auth_code_flow(
+                wanted,
+                redirect_uri=self.redirect_uri,
+                state=state,
+                prompt=prompt,
+                login_hint=login_hint,
+                domain_hint=domain_hint,
+                response_mode="query",
+            )
+        return flow
 
-        def work() -> dict[str, Any]:
-            app = self._application(msal.SerializableTokenCache())  # discovery, if not cached
-            with _QUERY_MODE_ACCEPTED, warnings.catch_warnings():
-                warnings.filterwarnings("ignore", _FORM_POST_ADVICE, UserWarning)
-                flow: dict[str, Any] = app.initiate_auth_code_flow(
-                    wanted,
-                    redirect_uri=self.redirect_uri,
-                    state=state,
-                    prompt=prompt,
-                    login_hint=login_hint,
-                    domain_hint=domain_hint,
-                    response_mode="query",
-                )
-            return flow
+    async def _authorizing_application(self) -> Any:
+        """The msal application authorize URLs are built with: discovered once in the pool,
+        then reused on the event loop; renewed in the background when old."""
+        if self._authorizer is None:
+            await self._build_authorizer()
+        assert self._authorizer is not None
+        app, built = self._authorizer
+        stale = time.monotonic() - built > AUTHORIZER_MAX_AGE
+        if stale and (self._rebuilding is None or self._rebuilding.done()):
+            self._rebuilding = asyncio.ensure_future(self._renew_authorizer())
+        return app
 
-        return await self._run("authorization", work, refused=ErrorKind.CONFIG)
+    async def _build_authorizer(self) -> None:
+        def discover() -> Any:
+            return self._application(msal.SerializableTokenCache())
+
+        app = await self._run("authorization", discover, refused=ErrorKind.CONFIG)
+        self._authorizer = (app, time.monotonic())
+
+    async def _renew_authorizer(self) -> None:
+        try:
+            await self._build_authorizer()
+        except MicrosoftError:
+            pass  # logged by _guarded; the previous application keeps serving
 
     async def redeem(
         self,
@@ -164,7 +207,7 @@ class MicrosoftClient:
             )
             return self._redeemed(app, cache, result)
 
-        return await self._run("code redemption", work)
+        return await self._run("code redemption", work, lane=self._redeems)
 
     async def refresh(
         self,
@@ -231,6 +274,7 @@ class MicrosoftClient:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._redeems.close()
         self._http.close()
 
     async def aclose(self) -> None:
@@ -322,7 +366,11 @@ class MicrosoftClient:
             raise MicrosoftError.of(refused, "msal_refused") from None
 
     async def _run(
-        self, what: str, work: Callable[[], R], refused: ErrorKind = ErrorKind.UNKNOWN
+        self,
+        what: str,
+        work: Callable[[], R],
+        refused: ErrorKind = ErrorKind.UNKNOWN,
+        lane: BoundedLane | None = None,
     ) -> R:
         def guarded() -> R:
             try:
@@ -333,6 +381,8 @@ class MicrosoftClient:
                 log.error("%s: unexpected %s from msal", what, type(exc).__name__)
                 raise MicrosoftError.of(ErrorKind.UNKNOWN, "msal_failure") from None
 
+        if lane is not None:
+            return await lane.run(guarded)
         return await asyncio.get_running_loop().run_in_executor(self._executor, guarded)
 
 

@@ -180,6 +180,28 @@ STORE_ERRORS = Counter(
     registry=REGISTRY,
 )
 
+# Fault isolation: what the proxy did instead of waiting on Microsoft or the store.
+TOKENS_NOT_READY = Counter(
+    "consent_proxy_tokens_not_ready_total",
+    "Requests forwarded without an access token because its refresh did not finish within "
+    "tokens.expired_wait (Microsoft slow or down).",
+    registry=REGISTRY,
+)
+STORE_OUTAGE_SIGN_INS = Counter(
+    "consent_proxy_store_outage_sign_ins_total",
+    "Sign-ins during a store outage: held (accepted by the in-process replay guard, kept in "
+    "memory until the store is back), settled (written to the store afterwards), "
+    "replayed (found used elsewhere when settled: the session ended), refused (guard full).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+STORE_PURGED = Counter(
+    "consent_proxy_store_purged_total",
+    "Expired rows deleted by the embedded store's periodic purge.",
+    registry=REGISTRY,
+)
+OUTAGE_OUTCOMES = ("held", "settled", "replayed", "refused")
+
 
 def _initialise() -> None:
     for status in STATUS_CLASSES:
