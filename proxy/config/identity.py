@@ -18,6 +18,9 @@ class SessionSettings(StrictModel):
     lifetime: Annotated[float, Field(gt=60, le=90 * 86400)] = 8 * 3600.0
     secrets: tuple[SigningSecret, ...] = ()
     upstream_cookie: str | None = None
+    # A verified session is reused in process this long before the store is read again
+    # (how late a session ended on another replica is noticed here).
+    cache_seconds: Annotated[float, Field(ge=1, le=300)] = 30.0
 
     @model_validator(mode="after")
     def _cookie_name(self) -> SessionSettings:

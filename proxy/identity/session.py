@@ -10,6 +10,9 @@ upstream app's session cookie.
   upstream changes or clears its cookie, a request to a configured logout path, and an
   answer in which the app accepts a sign-in the proxy could not verify (sso/watch.py). A
   browser can never carry user A's proxy session into user B's upstream session.
+- While the store is down (fail open): a session verified here before keeps counting, and
+  one that starts during the outage is held in process (proxy.store.outage) and written
+  when the store is back; its sign-in's replay key is checked there and then.
 """
 
 from __future__ import annotations
@@ -32,13 +35,13 @@ from proxy.config import SessionSettings, SsoSettings
 from proxy.identity.sso import SignIn
 from proxy.ops import metrics
 from proxy.store import Store, StoreError
+from proxy.store.outage import ledger_for
 
 log = logging.getLogger("consent_proxy.session")
 
 NAMESPACE = "session"
 STATE_KEY = "consent_proxy"
 SALT = "consent-proxy.session"
-REUSE_SECONDS = 30.0
 MAX_RECENT = 100_000
 UNVERIFIED_SIGN_IN = "the app accepted a sign-in that could not be verified"
 # Why sessions end, as counted in consent_proxy_sessions_ended_total (see ops.metrics).
@@ -77,6 +80,13 @@ class Session:
             return cls(**json.loads(raw))
         except (ValueError, TypeError):
             return None
+
+
+def replay_id(sign_in: SignIn) -> str | None:
+    """The key under which a sign-in's assertion is accepted once (None: nothing to check)."""
+    if sign_in.replay_key is None:
+        return None
+    return f"{sign_in.method}:{sign_in.issuer}:{sign_in.replay_key}"
 
 
 def user_key(sign_in: SignIn) -> str:
@@ -230,14 +240,15 @@ class SessionMiddleware:
         self.on_sign_in = on_sign_in
         self.settings = settings
         self.store = store
+        self.ledger = ledger_for(store)
         self.cookie = SessionCookie(settings)
         self.upstream_cookie = settings.upstream_cookie or ""
         # Sessions verified lately, by session id: the common request needs no store read.
         # Cookie strings verified before map to their session id without an HMAC; several
         # strings verify to one id (base64 need not be canonical), so the session itself
         # is cached, and forgotten, by id only. A session ended here is forgotten at once;
-        # one ended on another replica is noticed within REUSE_SECONDS (at once if the
-        # app's cookie changed).
+        # one ended on another replica is noticed within session.cache_seconds (at once if
+        # the app's cookie changed).
         self._recent: dict[str, tuple[Session, str, float]] = {}
         self._ids: dict[str, str] = {}
         self.logout_paths = frozenset(sso.logout_paths)
@@ -266,6 +277,8 @@ class SessionMiddleware:
         await self.app(scope, receive, send_wrapper)
 
     async def _resume(self, state: RequestState, cookie: str, upstream_value: str | None) -> None:
+        if self.ledger.pending:  # sessions started during a store outage: write them
+            self.ledger.settle_soon(self.store, self._forget)
         now = time.time()
         known_id = self._ids.get(cookie)
         recent = self._recent.get(known_id) if known_id is not None else None
@@ -277,10 +290,12 @@ class SessionMiddleware:
         if session_id is None:
             state.end_reason = "invalid or expired session cookie"
             return
+        if self._held(state, cookie, session_id, upstream_value):
+            return
         try:
             raw = await self.store.get(NAMESPACE, session_id)
         except StoreError as exc:
-            log.warning("session lookup failed, forwarding without identity: %s", exc.description)
+            self._through_outage(state, session_id, upstream_value, exc)
             return
         session = Session.decode(raw) if raw is not None else None
         if session is None or session.id != session_id:
@@ -292,12 +307,40 @@ class SessionMiddleware:
             state.session = session
             self._remember(cookie, session, upstream_value or "")
 
+    def _held(
+        self, state: RequestState, cookie: str, session_id: str, upstream_value: str | None
+    ) -> bool:
+        """A session started during a store outage, not yet written: it counts (bound to
+        the same upstream cookie) until it is."""
+        raw = self.ledger.held(NAMESPACE, session_id)
+        session = Session.decode(raw) if raw is not None else None
+        if session is None or session.id != session_id:
+            return False
+        if not self.cookie.bound(session.binding, upstream_value):
+            state.end_reason, state.stale = "upstream session changed", session
+        else:
+            state.session = session
+            self._remember(cookie, session, upstream_value or "")
+        return True
+
+    def _through_outage(
+        self, state: RequestState, session_id: str, upstream_value: str | None, exc: StoreError
+    ) -> None:
+        """The store is down: the session last verified here still counts (bound to the
+        same upstream cookie), past session.cache_seconds."""
+        recent = self._recent.get(session_id)
+        if recent is not None and recent[0].expires > time.time() and upstream_value == recent[1]:
+            state.session = recent[0]
+            return
+        log.warning("session lookup failed, forwarding without identity: %s", exc.description)
+
     def _remember(self, cookie: str, session: Session, upstream_value: str) -> None:
         if len(self._ids) >= MAX_RECENT:
             self._recent.clear()
             self._ids.clear()
         self._ids[cookie] = session.id
-        self._recent[session.id] = (session, upstream_value, time.time() + REUSE_SECONDS)
+        until = time.time() + self.settings.cache_seconds
+        self._recent[session.id] = (session, upstream_value, until)
 
     def _forget(self, session_id: str) -> None:
         # Every cookie string of this session now misses and goes back to the store.
@@ -359,8 +402,12 @@ class SessionMiddleware:
                 NAMESPACE, session.id, session.encode(), ttl=self.settings.lifetime
             )
         except StoreError as exc:
-            log.error("could not store the new session: %s", exc.description)
-            return
+            if not self.ledger.hold(
+                NAMESPACE, session.id, session.encode(), self.settings.lifetime, replay_id(sign_in)
+            ):
+                log.error("could not store the new session: %s", exc.description)
+                return
+            log.warning("store unavailable, session held in process: %s", exc.description)
         state.session = session
         headers.append(
             self.cookie.header(self.cookie.sign(session.id), int(self.settings.lifetime))
@@ -382,6 +429,7 @@ class SessionMiddleware:
         state.session = state.stale = None
         if session is not None:
             self._forget(session.id)
+            self.ledger.drop(session.id)
         if session is None:
             log.info("session cookie dropped: %s", reason or state.end_reason)
             return

@@ -222,6 +222,8 @@ def _initialise() -> None:
         TOKEN_REFRESHES.labels(outcome)
     for outcome in RELOAD_OUTCOMES:
         POLICY_RELOADS.labels(outcome)
+    for outcome in OUTAGE_OUTCOMES:
+        STORE_OUTAGE_SIGN_INS.labels(outcome)
 
 
 _initialise()

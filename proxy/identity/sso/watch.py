@@ -40,6 +40,7 @@ from proxy.identity.session import (
     UNVERIFIED_SIGN_IN,
     RequestState,
     SessionCookie,
+    replay_id,
     request_cookies,
     request_state,
     upstream_cookie_change,
@@ -49,6 +50,7 @@ from proxy.identity.sso.asserted import sign_in_from_header, sign_in_from_whoami
 from proxy.identity.sso.observed import note_get
 from proxy.ops import metrics
 from proxy.store import Store, StoreError
+from proxy.store.outage import ledger_for
 
 if TYPE_CHECKING:
     from proxy.identity.sso.oidc import OidcVerifier
@@ -255,13 +257,14 @@ class SignInWatcher:
         if sign_in.replay_key is None:
             return
         ttl = max((sign_in.replay_until or 0) - time.time(), 0) + self.settings.sso.clock_skew + 60
-        key = f"{sign_in.method}:{sign_in.issuer}:{sign_in.replay_key}"
+        key = replay_id(sign_in) or ""
         try:
             fresh = await self.store.add(REPLAY_NAMESPACE, key, b"1", ttl=ttl)
         except StoreError as exc:
-            raise SignInRejected(
-                f"replay check impossible, store unavailable: {exc.description}"
-            ) from None
+            # Fail open, never accept a replay: this process's guard decides until the
+            # store is back, and the key is written there then (proxy.store.outage).
+            fresh = ledger_for(self.store).accept(key, REPLAY_NAMESPACE, key, ttl)
+            log.warning("replay checked in process, store unavailable: %s", exc.description)
         if not fresh:
             raise SignInRejected("assertion already used (replay)")
 
