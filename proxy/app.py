@@ -35,7 +35,7 @@ from proxy.ops.broker import JWKS_PATH, Jwks, TokenBroker
 from proxy.ops.broker import PREFIX as BROKER_PREFIX
 from proxy.ops.listener import Route
 from proxy.ops.logs import RequestId
-from proxy.store import Store, StoreError, open_store
+from proxy.store import Store, StoreError, StoreSchemaError, open_store
 from proxy.store.vault import Vault
 
 if TYPE_CHECKING:
@@ -117,12 +117,13 @@ class ConsentProxy:
                 return
 
     async def _first_ping(self, store: Store) -> None:
-        """Create and migrate an embedded store before traffic (a broken one is a config
-        error); a shared one that is down must not keep the proxy from serving."""
+        """Create and migrate the store before traffic. Data this version cannot use is a
+        config error; a store that is down or a disk that cannot be written must not keep
+        the proxy from serving (readiness says why)."""
         try:
             await store.ping()
         except StoreError as exc:
-            if self.settings.store.type == "sqlite":
+            if isinstance(exc, StoreSchemaError):
                 raise
             log.error(
                 "store unavailable at start-up, serving without identity: %s", exc.description

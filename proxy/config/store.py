@@ -15,6 +15,8 @@ from proxy.config.values import ConfigFile, ConfigPath, Secret, StrictModel
 class SqliteStore(StrictModel):
     type: Literal["sqlite"] = "sqlite"
     path: ConfigPath = Path("consent-proxy.sqlite3")
+    # Expired rows (sessions, one-time states, replay keys) are deleted this often.
+    purge_interval: Annotated[float, Field(ge=1, le=86400)] = 300.0
 
 
 def _redis_url(value: str) -> str:

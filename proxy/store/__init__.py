@@ -29,6 +29,13 @@ class StoreError(ConsentProxyError):
     title = "State store unavailable"
 
 
+class StoreSchemaError(StoreError):
+    """The store's data is of a kind this version cannot use (a newer schema, not a
+    database): a configuration error that stops the start-up, unlike a passing fault."""
+
+    code = "store_schema"
+
+
 class Store(Protocol):
     async def get(self, namespace: str, key: str) -> bytes | None:
         """The value, or None when absent or expired."""
@@ -71,7 +78,7 @@ def open_store(settings: StoreSettings) -> Store:
     if settings.type == "sqlite":
         from proxy.store.sqlite import SqliteStore
 
-        return SqliteStore(settings.path)
+        return SqliteStore(settings.path, settings.purge_interval)
     if settings.type == "redis":
         from proxy.store.redis import RedisStore
 

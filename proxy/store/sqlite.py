@@ -3,7 +3,16 @@
 sqlite3 blocks, so every call runs on one dedicated thread (which also serialises writes
 within the process); several worker processes share the file through WAL and a busy
 timeout. Expired rows are invisible at once and deleted by `purge_expired`, which the
-store also runs by itself every `purge_interval` seconds of use.
+store also runs by itself every `purge_interval` seconds of use (counted in
+`consent_proxy_store_purged_total`).
+
+Disk faults are errors of the moment, not of the configuration: a directory that cannot
+be written, a full filesystem. Each call then raises a StoreError that says so, the proxy
+keeps forwarding (without identity where it needs the store), and `ping` (readiness)
+fails with the reason until a write succeeds again; the file is opened again on the next
+call, so the store recovers by itself once the disk is fixed. Only data this version
+cannot use (a newer schema, a file that is not a database) is a `StoreSchemaError`, which
+stops the start-up.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from proxy.ops import metrics
-from proxy.store import StoreError
+from proxy.store import StoreError, StoreSchemaError
 
 T = TypeVar("T")
 
@@ -35,6 +44,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 BUSY_TIMEOUT_MS = 5000
+PROBE = ("ops", "write-probe")  # the row readiness rewrites while writes are failing
 
 
 class SqliteStore:
@@ -44,33 +54,51 @@ class SqliteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._conn: sqlite3.Connection | None = None
         self._next_purge = 0.0
+        self._write_failure: str | None = None  # why the last write failed, until one works
 
     # --- plumbing -------------------------------------------------------------------------
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], write: bool = True) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call, fn)
+        return await loop.run_in_executor(self._executor, self._call, fn, write)
 
-    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _call(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
         try:
             conn = self._conn or self._open()
             now = time.time()
             if now >= self._next_purge:
                 self._next_purge = now + self.purge_interval
-                self._purge(conn)
-            return fn(conn)
+                metrics.STORE_PURGED.inc(self._purge(conn))
+            result = fn(conn)
+        except sqlite3.OperationalError as exc:
+            metrics.STORE_ERRORS.inc()
+            reason = _explain(exc)
+            if write or self._conn is None:
+                self._write_failure = reason
+            raise StoreError(f"SQLite store {str(self.path)!r}: {reason}") from None
         except sqlite3.Error as exc:
             metrics.STORE_ERRORS.inc()
-            raise StoreError(f"SQLite store {str(self.path)!r}: {exc}") from None
+            raise StoreSchemaError(f"SQLite store {str(self.path)!r}: {exc}") from None
+        except OSError as exc:  # the directory could not be created
+            metrics.STORE_ERRORS.inc()
+            self._write_failure = f"cannot create {str(self.path.parent)!r} ({exc.strerror})"
+            raise StoreError(f"SQLite store: {self._write_failure}") from None
+        if write:
+            self._write_failure = None
+        return result
 
     def _open(self) -> sqlite3.Connection:
         if self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        self._migrate(conn)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()  # opened again on the next call: the disk may be fixed by then
+            raise
         self._conn = conn
         return conn
 
@@ -111,7 +139,7 @@ class SqliteStore:
             ).fetchone()
             return bytes(row[0]) if row else None
 
-        return await self._run(op)
+        return await self._run(op, write=False)
 
     async def put(self, namespace: str, key: str, value: bytes, ttl: float | None = None) -> None:
         expires = time.time() + ttl if ttl is not None else None
@@ -197,13 +225,20 @@ class SqliteStore:
             ).fetchall()
             return [row[0] for row in rows]
 
-        return await self._run(op)
+        return await self._run(op, write=False)
 
     async def purge_expired(self) -> int:
         return await self._run(self._purge)
 
     async def ping(self) -> None:
-        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+        """Raise StoreError unless the store answers and, when the last write failed, a
+        write works again (the reason stays in readiness until then)."""
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone(), write=False)
+        if self._write_failure is not None:
+            try:
+                await self.put(*PROBE, b"1", ttl=60)
+            except StoreError as exc:
+                raise StoreError(f"{exc.description} (writes are failing)") from None
 
     async def aclose(self) -> None:
         def close(_: sqlite3.Connection) -> None:
@@ -212,5 +247,15 @@ class SqliteStore:
                 self._conn = None
 
         if self._conn is not None:
-            await self._run(close)
+            await self._run(close, write=False)
         self._executor.shutdown(wait=True)
+
+
+def _explain(exc: sqlite3.OperationalError) -> str:
+    """SQLite's message, with what an operator should check for the usual disk faults."""
+    text = str(exc)
+    if "unable to open" in text or "readonly" in text:
+        return f"{text}: check that the file's directory exists and is writable by this user"
+    if "disk is full" in text or "disk I/O" in text:
+        return f"{text}: the filesystem is full or failing"
+    return text
