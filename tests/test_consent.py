@@ -146,6 +146,46 @@ class Env:
             conn.close()
 
 
+def saml_endpoint(idp: DemoIdentityProvider, work: Path) -> dict[str, Any]:
+    """The app's SAML ACS, as the proxy watches it, with every attribute the IdP sends."""
+    return {
+        "type": "saml",
+        "path": "/saml/acs",
+        "idp_certificates": [str(idp.write_certificate(work / "idp.pem"))],
+        "audience": AUDIENCE,
+        "email_attribute": EMAIL_ATTRIBUTE,
+        "name_attribute": NAME_ATTRIBUTE,
+        "tenant_attribute": TENANT_ATTRIBUTE,
+        "object_id_attribute": OBJECT_ID_ATTRIBUTE,
+        "groups_attribute": GROUPS_ATTRIBUTE,
+    }
+
+
+def consent_config(
+    work: Path, upstream: str, public_url: str, idp: DemoIdentityProvider, authority: str, ca: Path
+) -> dict[str, Any]:
+    """The proxy's config for the journey: SAML sign-in, POLICY, the stand-in's app."""
+    return {
+        "upstream": {"url": upstream},
+        "public_url": public_url,
+        "session": session_settings(),
+        "store": {"path": str(work / "store.sqlite3")},
+        "sso": {"endpoints": [saml_endpoint(idp, work)]},
+        "policy": str(work / "policy.yaml"),
+        "microsoft_apps": {
+            "default": {
+                "client_id": DEMO_APP_ID,
+                "client_secret": {"value": DEMO_APP_SECRET},
+                "authority_host": authority,
+                "ca_file": str(ca),
+            }
+        },
+        # A wide bound: these tests look at single-flight results on a busy machine;
+        # test_faults.py holds the bound itself to account.
+        "tokens": {"encryption_keys": [{"value": new_key()}], "expired_wait": 15},
+    }
+
+
 @contextlib.contextmanager
 def consent_env(work: Path, **extra: Any) -> Iterator[Env]:
     """The app, the Microsoft stand-in, the demo IdP and a proxy in front, all running;
@@ -161,40 +201,8 @@ def consent_env(work: Path, **extra: Any) -> Iterator[Env]:
     idp = DemoIdentityProvider(IDP_ENTITY, IDP_USERS, allowed_acs_urls=[acs])
     (work / "policy.yaml").write_text(POLICY)
     with running(ThreadServer(app.app())) as upstream, running(standin_server):
-        config = {
-            "upstream": {"url": upstream.url},
-            "public_url": proxy.url,
-            "session": session_settings(),
-            "store": {"path": str(work / "store.sqlite3")},
-            "sso": {
-                "endpoints": [
-                    {
-                        "type": "saml",
-                        "path": "/saml/acs",
-                        "idp_certificates": [str(idp.write_certificate(work / "idp.pem"))],
-                        "audience": AUDIENCE,
-                        "email_attribute": EMAIL_ATTRIBUTE,
-                        "name_attribute": NAME_ATTRIBUTE,
-                        "tenant_attribute": TENANT_ATTRIBUTE,
-                        "object_id_attribute": OBJECT_ID_ATTRIBUTE,
-                        "groups_attribute": GROUPS_ATTRIBUTE,
-                    }
-                ],
-            },
-            "policy": str(work / "policy.yaml"),
-            "microsoft_apps": {
-                "default": {
-                    "client_id": DEMO_APP_ID,
-                    "client_secret": {"value": DEMO_APP_SECRET},
-                    "authority_host": https_url(standin_server),
-                    "ca_file": str(ca_file),
-                }
-            },
-            # A wide bound: these tests look at single-flight results on a busy machine;
-            # test_faults.py holds the bound itself to account.
-            "tokens": {"encryption_keys": [{"value": new_key()}], "expired_wait": 15},
-            **extra,
-        }
+        authority = https_url(standin_server)
+        config = {**consent_config(work, upstream.url, proxy.url, idp, authority, ca_file), **extra}
         proxy.config_path.write_text(json.dumps(config))
         with running(proxy):
             yield Env(app, proxy, idp, standin, ca_file, acs)

@@ -24,21 +24,13 @@ import httpx
 import pytest
 import redis
 
-from proxy.demo.idp import (
-    EMAIL_ATTRIBUTE,
-    GROUPS_ATTRIBUTE,
-    OBJECT_ID_ATTRIBUTE,
-    TENANT_ATTRIBUTE,
-    DemoIdentityProvider,
-)
-from proxy.demo.microsoft import DEMO_APP_ID, DEMO_APP_SECRET, MicrosoftStandIn, demo_app
-from proxy.store.vault import new_key
+from proxy.demo.idp import DemoIdentityProvider
+from proxy.demo.microsoft import MicrosoftStandIn, demo_app
 
 from .fixtures.faulty import FaultyForwarder, faulty
 from .fixtures.redis_server import RedisServer
 from .servers import ProxyProcess, ThreadServer, free_port, running, wait_for_port
 from .sso_app import SsoApp
-from .stored import session_settings
 from .test_consent import (
     ALICE,
     AUDIENCE,
@@ -49,6 +41,7 @@ from .test_consent import (
     PREFIX,
     Env,
     Person,
+    consent_config,
     title,
     user_id,
 )
@@ -110,46 +103,20 @@ def fault_env(work: Path) -> Iterator[Faults]:
         idp = DemoIdentityProvider(IDP_ENTITY, IDP_USERS, allowed_acs_urls=[acs])
         (work / "policy.yaml").write_text(POLICY)
         with running(ThreadServer(app.app())) as upstream, running(standin_server):
-            config = {
-                "upstream": {"url": upstream.url},
-                "public_url": proxy.url,
-                "session": {**session_settings(), "cache_seconds": CACHE_SECONDS},
-                "store": {
-                    "type": "redis",
-                    "url": f"redis://127.0.0.1:{redis_link.port}/0",
-                    "key_prefix": KEY_PREFIX,
-                    "timeout": 0.5,
-                },
-                "ops": {"port": ops_port},
-                "sso": {
-                    "endpoints": [
-                        {
-                            "type": "saml",
-                            "path": "/saml/acs",
-                            "idp_certificates": [str(idp.write_certificate(work / "idp.pem"))],
-                            "audience": AUDIENCE,
-                            "email_attribute": EMAIL_ATTRIBUTE,
-                            "tenant_attribute": TENANT_ATTRIBUTE,
-                            "object_id_attribute": OBJECT_ID_ATTRIBUTE,
-                            "groups_attribute": GROUPS_ATTRIBUTE,
-                        }
-                    ],
-                },
-                "policy": str(work / "policy.yaml"),
-                "microsoft_apps": {
-                    "default": {
-                        "client_id": DEMO_APP_ID,
-                        "client_secret": {"value": DEMO_APP_SECRET},
-                        "authority_host": base,
-                        "ca_file": str(ca_file),
-                    }
-                },
-                "consent": {"redeem_threads": 1, "redeem_queue": 1, "redeem_wait": REDEEM_WAIT},
-                "tokens": {
-                    "encryption_keys": [{"value": new_key()}],
-                    "expired_wait": EXPIRED_WAIT,
-                    "cache_seconds": CACHE_SECONDS,
-                },
+            config = consent_config(work, upstream.url, proxy.url, idp, base, ca_file)
+            config["tokens"].update(expired_wait=EXPIRED_WAIT, cache_seconds=CACHE_SECONDS)
+            config["session"]["cache_seconds"] = CACHE_SECONDS
+            config["consent"] = {
+                "redeem_threads": 1,
+                "redeem_queue": 1,
+                "redeem_wait": REDEEM_WAIT,
+            }
+            config["ops"] = {"port": ops_port}
+            config["store"] = {
+                "type": "redis",
+                "url": f"redis://127.0.0.1:{redis_link.port}/0",
+                "key_prefix": KEY_PREFIX,
+                "timeout": 0.5,
             }
             proxy.config_path.write_text(json.dumps(config))
             try:

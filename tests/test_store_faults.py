@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.demo.idp import EMAIL_ATTRIBUTE, DemoIdentityProvider
+from proxy.demo.idp import DemoIdentityProvider
 from proxy.ops import metrics
 from proxy.store import StoreError
 from proxy.store.outage import OutageLedger
@@ -26,7 +26,7 @@ from proxy.store.sqlite import SqliteStore
 from .servers import ProxyProcess, ThreadServer, eventually, free_port, running, wait_for_port
 from .sso_app import SsoApp
 from .stored import session_settings
-from .test_consent import AUDIENCE, IDP_ENTITY
+from .test_consent import AUDIENCE, IDP_ENTITY, saml_endpoint
 
 FILLER = "filler"
 
@@ -152,17 +152,7 @@ def proxy_on(store_path: Path, work: Path) -> Iterator[tuple[ProxyProcess, str, 
             "session": session_settings(),
             "store": {"path": str(store_path)},
             "ops": {"port": ops_port},
-            "sso": {
-                "endpoints": [
-                    {
-                        "type": "saml",
-                        "path": "/saml/acs",
-                        "idp_certificates": [str(idp.write_certificate(work / "idp.pem"))],
-                        "audience": AUDIENCE,
-                        "email_attribute": EMAIL_ATTRIBUTE,
-                    }
-                ],
-            },
+            "sso": {"endpoints": [saml_endpoint(idp, work)]},
         }
         proxy.config_path.write_text(json.dumps(config))
         with running(proxy):
