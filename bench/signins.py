@@ -8,15 +8,16 @@ p50/p99 latency, the latency the proxy adds over direct at the same concurrency 
 the proxy's CPU per sign-in (user+system of its process / sign-ins; the SAML signature
 check dominates). The responses are signed before the clock starts.
 
-Part 2, Microsoft slow: consent-proxy with a policy, the Microsoft stand-in behind a
-forwarder that delays every chunk by `--delay` seconds (a token call then takes several
-delays), `--connected` users connected with hour-long tokens and `--storm` users whose
-tokens are always due for refresh (their every request sends a refresh to the slow
-Microsoft). While the storm users hammer the proxy, each connected user makes
-`--requests` requests: the table shows their p50/p99/max (the first request of each is
-the one that reads the store, and, before this change, went through msal's shared pool),
-and the storm users' own latencies. `--before DIR` runs the same scenario first with the
-proxy from another source tree (e.g. `git archive <commit> | tar -x -C DIR`).
+Part 2, Microsoft slow: consent-proxy with a policy and the Microsoft stand-in behind a
+forwarder. `--connected` users connect (hour-long tokens) and `--storm` users consent on
+Microsoft's pages while it is fast; then every chunk to and from Microsoft is delayed by
+`--delay` seconds (a token call takes several delays) and the storm users all come back
+to the callback at once (a Monday-morning sign-in storm: that many code redemptions).
+A second later each connected user makes `--requests` requests. The table shows the
+connected users' p50/p99/max (the first request of each reads the store and, before
+this change, went through msal's shared pool behind the redemptions), and the
+callbacks' own times. `--before DIR` runs the same scenario first with the proxy from
+another source tree (e.g. `git archive <commit> | tar -x -C DIR`).
 
 Usage: python bench/signins.py [--quick] [--before DIR] [--skip-signins] [--skip-slow]
 Needs nginx and redis-server.
@@ -395,7 +396,7 @@ def _process(command: list[str], env: dict[str, str], port: int, work: Path) -> 
 
 
 def slow_microsoft(args: argparse.Namespace) -> None:
-    print(f"\nPart 2: Microsoft slow ({args.delay:g} s per chunk), {args.storm} users refreshing, "
+    print(f"\nPart 2: Microsoft slow ({args.delay:g} s per chunk), {args.storm} code redemptions, "
           f"{args.connected} connected users x {args.requests} requests")  # fmt: skip
     trees = ([("before", Path(args.before).resolve())] if args.before else []) + [("after", None)]
     print(f"{'proxy':<8}{'who':<11}{'requests':>9}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")
