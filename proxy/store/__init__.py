@@ -8,7 +8,8 @@ encoded by their owners (session.py, ...). Nothing here knows about HTTP.
 
 Engines: `sqlite` (embedded default, one file, several worker processes on one host) and
 `redis` (several replicas). `open_store(settings)` picks one and fails loudly on an
-unknown kind.
+unknown kind. `outage` holds sign-ins in process while the store is down; `vault` seals
+what is stored encrypted.
 """
 
 from __future__ import annotations
