@@ -11,8 +11,10 @@ outage longer than every in-process cache loses and mixes no identity."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +28,8 @@ import redis
 
 from proxy.demo.idp import DemoIdentityProvider
 from proxy.demo.microsoft import MicrosoftStandIn, demo_app
+from proxy.microsoft import MicrosoftError
+from proxy.microsoft.lanes import BUSY, BoundedLane
 
 from .fixtures.faulty import FaultyForwarder, faulty
 from .fixtures.redis_server import RedisServer
@@ -178,6 +182,15 @@ def test_connected_users_never_wait_for_microsoft(faults: Faults, fault: str) ->
             assert elapsed < EXPIRED_WAIT + MARGIN * EXPIRED_WAIT, elapsed
             assert headers[NAMES["user"]] == BOB.email
             assert NAMES["token"] not in headers  # forwarded, without a token it lacks
+        # A sign-in that the policy sends to Microsoft (a rule now asks for more scopes):
+        # the authorize URL needs no call to it.
+        newcomer = Person(env)
+        try:
+            started = time.monotonic()
+            assert newcomer.at_microsoft(newcomer.sign_in(user_id(ALICE, "drift")))
+            assert time.monotonic() - started < MARGIN * EXPIRED_WAIT
+        finally:
+            newcomer.close()
         if fault == "hang":
             assert "forwarded without one" in env.proxy.logs()
             assert faults.metric("consent_proxy_tokens_not_ready_total") >= 1
@@ -265,3 +278,30 @@ def test_redis_outage_longer_than_every_cache_loses_and_mixes_no_identity(faults
     finally:
         for person in (alice, bob, replayer):
             person.close()
+
+
+# --- the redemption lane on its own ------------------------------------------------------------
+
+
+def test_lane_refuses_beyond_its_queue_at_once_and_after_its_wait() -> None:
+    async def scenario() -> None:
+        lane = BoundedLane("code redemption", threads=1, queue=1, wait=0.3)
+        release = threading.Event()
+        try:
+            busy = asyncio.ensure_future(lane.run(lambda: release.wait(10)))
+            await asyncio.sleep(0.05)
+            waiting = asyncio.ensure_future(lane.run(lambda: "second"))
+            await asyncio.sleep(0.05)
+            with pytest.raises(MicrosoftError) as full:  # the queue is full: at once
+                await asyncio.wait_for(lane.run(lambda: "third"), 0.2)
+            assert full.value.error.kind == "transient" and full.value.error.error == BUSY
+            with pytest.raises(MicrosoftError):  # the one waiting ran out of time
+                await waiting
+            release.set()
+            assert await busy is True
+            assert await lane.run(lambda: "free again") == "free again"
+        finally:
+            release.set()
+            lane.close()
+
+    asyncio.run(scenario())
