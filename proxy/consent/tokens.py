@@ -154,14 +154,22 @@ class TokenService:
             return UserTokens(status="none", reuse_until=now + NOT_CONNECTED_REUSE)
         cache = self.vault.open(sealed, f"tokens:{user_key}").decode()
         stored = _from_cache(integration, cache)
-        if stored is not None and stored.expires_at is not None:
-            fresh_until = stored.expires_at - self.settings.refresh_leeway
-            if fresh_until > now:  # valid for a while: no Microsoft, no msal, no lock
-                self._backoff.pop(user_key, None)
-                return _with(stored, min(fresh_until, now + self.settings.cache_seconds))
-            if stored.usable(now):
-                self._fallback[user_key] = stored
+        fresh = self._fresh(stored, now)
+        if fresh is not None:  # valid for a while: no Microsoft, no msal, no lock
+            self._backoff.pop(user_key, None)
+            return fresh
+        if stored is not None and stored.usable(now):
+            self._fallback[user_key] = stored
         return await self._refresh_locked(integration, previous)
+
+    def _fresh(self, stored: UserTokens | None, now: float) -> UserTokens | None:
+        """The stored token, to reuse until refresh_leeway before it expires, if not yet."""
+        if stored is None or stored.expires_at is None:
+            return None
+        fresh_until = stored.expires_at - self.settings.refresh_leeway
+        if fresh_until <= now:
+            return None
+        return _with(stored, min(fresh_until, now + self.settings.cache_seconds))
 
     async def _refresh_locked(
         self, integration: Integration, previous: UserTokens | None
@@ -184,7 +192,11 @@ class TokenService:
             if sealed is None:
                 return UserTokens(status="none", reuse_until=time.time() + NOT_CONNECTED_REUSE)
             cache = self.vault.open(sealed, f"tokens:{user_key}").decode()
-            previous = previous or _from_cache(integration, cache)
+            stored = _from_cache(integration, cache)
+            fresh = self._fresh(stored, time.time())
+            if fresh is not None:  # another replica refreshed it while we waited
+                return fresh
+            previous = previous or stored
             return await self._from_microsoft(integration, sealed, cache, holder)
         except MicrosoftError as exc:
             return await self._failed(integration, exc, previous)
