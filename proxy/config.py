@@ -498,6 +498,24 @@ StoreSettings = Annotated[
 ]
 
 
+# --- the public listener's limits (proxy/forward/http_server.py) ---------------------------
+
+DEFAULT_MAX_HEAD_BYTES = 64 * 1024
+DEFAULT_HEAD_TIMEOUT = 10.0
+DEFAULT_MAX_CLIENT_CONNECTIONS = 1024
+
+
+class ServerSettings(_Model):
+    """Limits of the public listener, enforced while a request head is read."""
+
+    # Request line and headers together; larger heads are answered 431.
+    max_head_bytes: int = Field(DEFAULT_MAX_HEAD_BYTES, ge=8 * 1024, le=1024 * 1024)
+    # From the connection (or a later request's first byte) to the end of its head.
+    head_timeout: Seconds = DEFAULT_HEAD_TIMEOUT
+    # Open client connections per process; requests beyond are answered 503.
+    max_connections: int = Field(DEFAULT_MAX_CLIENT_CONNECTIONS, ge=1, le=1_000_000)
+
+
 class OpsSettings(_Model):
     """The operations listener: health, readiness, metrics (and the token broker API)."""
 
@@ -507,6 +525,7 @@ class OpsSettings(_Model):
 
 class Settings(_Model):
     listen: ListenSettings = ListenSettings()
+    server: ServerSettings = ServerSettings()
     upstream: UpstreamSettings
     public_url: OriginUrl | None = None
     trusted_proxies: tuple[IpNetwork, ...] = ()
