@@ -84,6 +84,17 @@ def test_connection_cannot_remove_the_body_framing(client: httpx.Client) -> None
     assert received(data, "content-length") == ["5"]
 
 
+def test_connection_cannot_remove_the_headers_the_proxy_sets(client: httpx.Client) -> None:
+    # cf. Traefik CVE-2024-45410: the hop-by-hop list names the client's own headers only.
+    named = "X-Request-ID, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, X-Own-Hop"
+    data = echo(client.get("/echo/own", headers={"Connection": named, "X-Own-Hop": "hop"}))
+    assert len(received(data, "x-request-id")) == 1
+    assert received(data, "x-forwarded-for") == ["127.0.0.1"]
+    assert received(data, "x-forwarded-proto") == ["http"]
+    assert len(received(data, "x-forwarded-host")) == 1
+    assert received(data, "x-own-hop") == []
+
+
 def test_hop_by_hop_response_headers_are_removed(client: httpx.Client) -> None:
     response = client.get("/hop")
     assert response.status_code == 200
