@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -312,6 +313,46 @@ class Exchange:
         self._release()
 
 
+class _Slots:
+    """A counting semaphore for the pool's connections, cheaper than asyncio.Semaphore on
+    the path every request takes: a free slot is a counter decrement, no coroutine."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def take(self) -> bool:
+        if self.free and not self._waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def wait(self, timeout: float) -> None:
+        """Wait for a slot, handed over by `give` (first come, first served)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self.give()  # handed a slot just as it gave up: pass it on
+            else:
+                with contextlib.suppress(ValueError):  # give() may have dropped it already
+                    self._waiters.remove(waiter)
+            if isinstance(exc, TimeoutError):
+                raise UpstreamTimeout("all upstream connections are busy") from None
+            raise
+
+    def give(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
+
+
 class UpstreamPool:
     """Keep-alive connections to the one upstream origin."""
 
@@ -323,7 +364,7 @@ class UpstreamPool:
         self.port = url.port or (443 if url.scheme == "https" else 80)
         self.ssl = self._ssl_context() if url.scheme == "https" else None
         self._idle: collections.deque[Connection] = collections.deque()
-        self._slots: asyncio.Semaphore | None = None
+        self._slots = _Slots(settings.pool.max_connections)
 
     def _ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=self.settings.ca_file)
@@ -366,20 +407,12 @@ class UpstreamPool:
             conn.write(CHUNKED_END)
 
     async def _checkout(self, head: bool, fresh: bool = False) -> tuple[Connection, bool]:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.settings.pool.max_connections)
-        if self._slots.locked():
-            try:
-                async with asyncio.timeout(self.settings.timeouts.pool):
-                    await self._slots.acquire()
-            except TimeoutError:
-                raise UpstreamTimeout("all upstream connections are busy") from None
-        else:
-            await self._slots.acquire()
+        if not self._slots.take():
+            await self._slots.wait(self.settings.timeouts.pool)
         try:
             conn, reused = (None if fresh else self._reuse()) or (await self._connect(), False)
         except BaseException:
-            self._slots.release()
+            self._slots.give()
             raise
         conn._reset(head)
         return conn, reused
@@ -419,8 +452,7 @@ class UpstreamPool:
                 conn.close()
         else:
             conn.close()
-        if self._slots is not None:
-            self._slots.release()
+        self._slots.give()
 
     async def aclose(self) -> None:
         while self._idle:
