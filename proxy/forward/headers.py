@@ -252,7 +252,10 @@ class ProtectedHeaders:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             headers = scope["headers"]
-            protected = self.protected
-            if any(protected(n) for n, _ in headers):
-                scope["headers"] = [(n, v) for n, v in headers if not protected(n)]
+            seen = self._seen
+            for name, _ in headers:  # a plain loop: this runs for every request
+                hit = seen.get(name)
+                if hit or (hit is None and self.protected(name)):
+                    scope["headers"] = [(n, v) for n, v in headers if not self.protected(n)]
+                    break
         await self.app(scope, receive, send)
