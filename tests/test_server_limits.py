@@ -14,6 +14,9 @@ import psutil
 import pytest
 from websockets.sync.client import connect
 
+from proxy.config import settings_from_data
+from proxy.errors import ConfigError
+
 from .conftest import Proxies, no_tracebacks, raw_exchange, received
 from .servers import ProxyProcess, ThreadServer
 
@@ -192,3 +195,16 @@ def test_ordinary_requests_pass_the_limited_listener(limited: ProxyProcess) -> N
     assert answer.startswith(b"HTTP/1.1 200 ")
     data = json.loads(answer.partition(b"\r\n\r\n")[2])
     assert received(data, "host") == ["app.example"]
+
+
+def test_the_limits_have_defaults_and_are_validated() -> None:
+    settings = settings_from_data({"upstream": {"url": "http://127.0.0.1:8000"}})
+    assert settings.server.max_head_bytes == 64 * 1024
+    assert settings.server.head_timeout == 10
+    assert settings.server.max_connections == 1024
+    bad = {"max_head_bytes": 100, "head_timeout": 0, "max_connections": 0, "max_heads": 1}
+    with pytest.raises(ConfigError) as error:
+        settings_from_data({"upstream": {"url": "http://127.0.0.1:8000"}, "server": bad})
+    text = "\n".join(error.value.problems)
+    for key in bad:
+        assert f"server.{key}" in text, text
