@@ -7,8 +7,9 @@ timeout for one that never completes. This protocol adds both:
 - a head longer than `max_bytes` is answered 431 as soon as the limit is passed, before the
   parser has buffered more than that;
 - a head not complete within `timeout` seconds of the connection (or of the first byte of
-  a later request on it) is answered 408; a connection that sent nothing is just closed,
-  as browsers' speculative pre-connections expect.
+  a later request on it) is answered 408; a connection silent that long since it opened
+  or since its last response is just closed, as browsers' speculative pre-connections
+  expect (uvicorn's 5 s keep-alive usually closes an idle one first).
 Either way the connection then ends. The cap on connections is uvicorn's own
 `limit_concurrency` (server.py sets it).
 
@@ -76,12 +77,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.head_seen = 0  # bytes of the current head received so far
         self.in_head = True  # the next bytes belong to a request head
         self.heads_done = 0
+        self.waiting_since = 0.0  # when the wait for the current head began
         self.head_timer: asyncio.TimerHandle | None = None
         self.refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(cast(asyncio.Transport, CoalescingTransport(transport, self.loop)))
-        self._arm()
+        self.waiting_since = self.loop.time()
+        self._check_in(self.limits.timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -93,8 +96,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if not self.in_head:
             super().data_received(data)
             return
-        if self.head_timer is None:
-            self._arm()  # the first byte of a later request on a kept-alive connection
+        if not self.head_seen and self.heads_done:
+            self.waiting_since = self.loop.time()  # a later request on a kept-alive connection
         if len(data) <= self.head_left:
             self.head_left -= len(data)
             self.head_seen += len(data)
@@ -125,7 +128,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.in_head = False
         self.heads_done += 1
-        self._disarm()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -134,23 +136,38 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.head_left = self.limits.max_bytes
         self.head_seen = 0
 
-    def _arm(self) -> None:
-        self.head_timer = self.loop.call_later(self.limits.timeout, self._head_timed_out)
+    def on_response_complete(self) -> None:
+        self.waiting_since = self.loop.time()  # silence from now on counts
+        super().on_response_complete()
+
+    # One timer per connection, not one per request: it looks at the clock when it fires
+    # and sets itself for the rest of the wait (a timer per request costs as much as the
+    # rest of this class on the hot path).
+    def _check_in(self, delay: float) -> None:
+        self.head_timer = self.loop.call_later(delay, self._check_head)
+
+    def _check_head(self) -> None:
+        self.head_timer = None
+        if self.transport.is_closing():
+            return
+        timeout = self.limits.timeout
+        if not self.in_head or (self.cycle is not None and not self.cycle.response_complete):
+            self._check_in(timeout)  # a request is being read or answered: not waiting
+            return
+        waited = self.loop.time() - self.waiting_since
+        if waited < timeout:
+            self._check_in(timeout - waited)
+        elif not self.head_seen:
+            self.transport.close()  # nothing asked: nothing to answer
+        else:
+            self._refuse(
+                RequestHeadTimeout(f"the request headers did not arrive within {timeout:g} s")
+            )
 
     def _disarm(self) -> None:
         if self.head_timer is not None:
             self.head_timer.cancel()
             self.head_timer = None
-
-    def _head_timed_out(self) -> None:
-        self.head_timer = None
-        if not self.in_head or self.transport.is_closing():
-            return
-        if not self.head_seen:
-            self.transport.close()  # nothing asked: nothing to answer
-            return
-        timeout = self.limits.timeout
-        self._refuse(RequestHeadTimeout(f"the request headers did not arrive within {timeout:g} s"))
 
     def _refuse(self, error: ConsentProxyError) -> None:
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
