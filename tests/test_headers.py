@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from proxy.config import DEFAULT_MAX_HEAD_BYTES as MAX_HEADER_BYTES
 from proxy.config import settings_from_data
-from proxy.forward.headers import FORWARDED, MAX_HEADER_BYTES, RequestHeaderRules, fold
+from proxy.forward.headers import FORWARDED, RequestHeaderRules, fold
 
 from .conftest import Proxies, echo, no_tracebacks, raw_exchange, received
 from .servers import ProxyProcess, ThreadServer

@@ -208,3 +208,17 @@ def test_the_limits_have_defaults_and_are_validated() -> None:
     text = "\n".join(error.value.problems)
     for key in bad:
         assert f"server.{key}" in text, text
+
+
+def test_a_raised_limit_lets_a_larger_head_through(
+    proxies: Proxies, upstream: ThreadServer
+) -> None:
+    roomy = proxies.get(
+        {"upstream": {"url": upstream.url}, "server": {"max_head_bytes": 256 * 1024}}
+    )
+    cookie = b"a=" + b"v" * (150 * 1024)
+    request = b"GET /echo/roomy HTTP/1.1\r\nhost: app.example\r\ncookie: %b\r\n" % cookie
+    answer = raw_exchange(roomy.port, request + b"connection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    answer = raw_exchange(roomy.port, request + b"x-more: " + cookie + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]

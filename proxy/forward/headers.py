@@ -10,7 +10,7 @@ Rules, in order, for every forwarded request:
 - `X-Forwarded-For/Proto/Host` are set; inbound values are kept (and extended) only when
   the TCP peer is one of the configured trusted proxies;
 - `Host` is the client's (preserve_host) or the upstream's own;
-- headers larger than MAX_HEADER_BYTES in all are refused (431), not forwarded.
+- headers larger than `server.max_head_bytes` in all are refused (431), not forwarded.
 """
 
 from __future__ import annotations
@@ -41,9 +41,6 @@ HOP_BY_HOP = frozenset(
 )
 # The ASGI server already answered `Expect: 100-continue`; the body is on its way.
 REQUEST_ONLY_DROPPED = frozenset({b"expect", b"host"})
-# The server in front of us sets no limit of its own; a huge header block is refused here
-# rather than relayed. Generous: the cookies of a large SSO deployment fit many times over.
-MAX_HEADER_BYTES = 64 * 1024
 FORWARDED = frozenset(
     {
         b"forwarded",
@@ -109,6 +106,9 @@ class RequestHeaderRules:
         upstream = urlsplit(settings.upstream.url)
         self.upstream_host = (upstream.netloc or "").encode("latin-1")
         self.preserve_host = settings.upstream.preserve_host
+        # The listener refuses a longer head while reading it (http_server.py); this check
+        # of names and values holds whatever server is in front.
+        self.max_header_bytes = settings.server.max_head_bytes
         self.trusted_networks: tuple[IpNetwork, ...] = settings.trusted_proxies
         self.dropped = HOP_BY_HOP | REQUEST_ONLY_DROPPED | {fold(n) for n in protected}
         self.dropped_untrusted = self.dropped | FORWARDED
@@ -188,9 +188,9 @@ class RequestHeaderRules:
             elif kind == XFH:
                 inbound_host = value
                 headers.append((name, value))
-        if size > MAX_HEADER_BYTES:
+        if size > self.max_header_bytes:
             raise RequestHeadersTooLarge(
-                f"the request headers are {size} bytes long; at most {MAX_HEADER_BYTES} "
+                f"the request headers are {size} bytes long; at most {self.max_header_bytes} "
                 "are accepted (large cookies are the usual cause: clearing them helps)"
             )
         named -= self.never_named
