@@ -1,5 +1,10 @@
 """Running the proxy under uvicorn, with the settings that keep it transparent and fast.
 
+The listener browsers connect to runs uvicorn's httptools protocol with the limits of the
+`server:` settings built in (head size, head timeout, connection cap: `public_options`,
+proxy/forward/http_server.py); the ops listener, reached by probes and scrapers only, runs
+uvicorn's plain protocol.
+
 One process (`consent-proxy run`, the default `--workers 1`): the proxy and the ops
 listener (`ops.host:ops.port`; port 0 turns it off) are two uvicorn servers in one event
 loop. The proxy's server owns the signals. On SIGTERM it stops accepting, drains its
