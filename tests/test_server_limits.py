@@ -222,3 +222,10 @@ def test_a_raised_limit_lets_a_larger_head_through(
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
     answer = raw_exchange(roomy.port, request + b"x-more: " + cookie + b"\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+
+
+def test_a_websocket_outlives_the_head_timeout(limited: ProxyProcess) -> None:
+    with connect(f"ws://127.0.0.1:{limited.port}/ws", open_timeout=10) as ws:
+        time.sleep(HEAD_TIMEOUT * 2.5)
+        ws.send("still here")
+        assert ws.recv(timeout=10) == "still here"

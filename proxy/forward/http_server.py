@@ -136,6 +136,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.head_left = self.limits.max_bytes
         self.head_seen = 0
 
+    def handle_websocket_upgrade(self) -> None:
+        self._disarm()  # the socket is the WebSocket protocol's from now on
+        super().handle_websocket_upgrade()
+
     def on_response_complete(self) -> None:
         self.waiting_since = self.loop.time()  # silence from now on counts
         super().on_response_complete()
@@ -148,7 +152,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _check_head(self) -> None:
         self.head_timer = None
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self.transport.get_protocol() is not self:
             return
         timeout = self.limits.timeout
         if not self.in_head or (self.cycle is not None and not self.cycle.response_complete):
