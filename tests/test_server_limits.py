@@ -229,3 +229,12 @@ def test_a_websocket_outlives_the_head_timeout(limited: ProxyProcess) -> None:
         time.sleep(HEAD_TIMEOUT * 2.5)
         ws.send("still here")
         assert ws.recv(timeout=10) == "still here"
+
+
+def test_a_slow_answer_is_not_a_slow_head(limited: ProxyProcess) -> None:
+    request = b"GET /slow?delay=%g HTTP/1.1\r\nhost: app.example\r\n\r\n" % (HEAD_TIMEOUT * 2.5)
+    with socket.create_connection(("127.0.0.1", limited.port), 10) as sock:
+        sock.sendall(request)
+        assert _one_response(sock).endswith(b"slow answer")
+        sock.sendall(request)  # and the connection is still good for another
+        assert _one_response(sock).endswith(b"slow answer")
