@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 import select
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -18,7 +21,7 @@ from proxy.config import settings_from_data
 from proxy.errors import ConfigError
 
 from .conftest import Proxies, no_tracebacks, raw_exchange, received
-from .servers import ProxyProcess, ThreadServer
+from .servers import ProxyProcess, ThreadServer, free_port, wait_for_port
 
 MiB = 1024 * 1024
 HEAD_TIMEOUT = 1.0
@@ -238,3 +241,29 @@ def test_a_slow_answer_is_not_a_slow_head(limited: ProxyProcess) -> None:
         assert _one_response(sock).endswith(b"slow answer")
         sock.sendall(request)  # and the connection is still good for another
         assert _one_response(sock).endswith(b"slow answer")
+
+
+def test_every_worker_has_the_limits(tmp_path: Path, upstream: ThreadServer) -> None:
+    port = free_port()
+    config = tmp_path / "workers.yaml"
+    config.write_text(
+        f"upstream: {{url: '{upstream.url}'}}\nops: {{port: 0}}\nserver: {{head_timeout: 1}}\n"
+    )
+    run = [sys.executable, "-m", "proxy.cli", "run", "--config", str(config)]
+    proc = subprocess.Popen(
+        [*run, "--port", str(port), "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, proc=proc, timeout=30)
+        socks = [socket.create_connection(("127.0.0.1", port), 10) for _ in range(6)]
+        for sock in socks:  # spread over both workers by the kernel
+            sock.sendall(b"GET / HTTP/1.1\r\nhost: a\r\nx-half: ")
+        answers = [_read_all(sock) for sock in socks]
+        for sock in socks:
+            sock.close()
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in answers), answers
