@@ -626,10 +626,10 @@ def test_upstream_closing_idle_connections_causes_no_502(
 
 def test_pool_slots_are_first_come_and_never_lost() -> None:
     from proxy.errors import UpstreamTimeout
-    from proxy.forward.upstream import _Slots
+    from proxy.forward.slots import Slots
 
     async def scenario() -> None:
-        slots = _Slots(1)
+        slots = Slots(1)
         assert slots.take() and not slots.take()
         order: list[str] = []
 

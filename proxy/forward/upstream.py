@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -28,6 +27,7 @@ import httptools
 from proxy.asgi import Headers
 from proxy.config import UpstreamSettings
 from proxy.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from proxy.forward.slots import Slots
 
 # Reading from the upstream pauses once this much of a response waits for the client.
 HIGH_WATER = 256 * 1024
@@ -313,46 +313,6 @@ class Exchange:
         self._release()
 
 
-class _Slots:
-    """A counting semaphore for the pool's connections, cheaper than asyncio.Semaphore on
-    the path every request takes: a free slot is a counter decrement, no coroutine."""
-
-    def __init__(self, size: int) -> None:
-        self.free = size
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    def take(self) -> bool:
-        if self.free and not self._waiters:
-            self.free -= 1
-            return True
-        return False
-
-    async def wait(self, timeout: float) -> None:
-        """Wait for a slot, handed over by `give` (first come, first served)."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            async with asyncio.timeout(timeout):
-                await waiter
-        except BaseException as exc:
-            if waiter.done() and not waiter.cancelled():
-                self.give()  # handed a slot just as it gave up: pass it on
-            else:
-                with contextlib.suppress(ValueError):  # give() may have dropped it already
-                    self._waiters.remove(waiter)
-            if isinstance(exc, TimeoutError):
-                raise UpstreamTimeout("all upstream connections are busy") from None
-            raise
-
-    def give(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self.free += 1
-
-
 class UpstreamPool:
     """Keep-alive connections to the one upstream origin."""
 
@@ -364,7 +324,7 @@ class UpstreamPool:
         self.port = url.port or (443 if url.scheme == "https" else 80)
         self.ssl = self._ssl_context() if url.scheme == "https" else None
         self._idle: collections.deque[Connection] = collections.deque()
-        self._slots = _Slots(settings.pool.max_connections)
+        self._slots = Slots(settings.pool.max_connections)
 
     def _ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=self.settings.ca_file)
