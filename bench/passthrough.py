@@ -7,7 +7,7 @@ One run, side by side, on 127.0.0.1:
 - a 1 GiB response body and a 1 GiB request body streamed through consent-proxy (and,
   for reference, direct and through nginx): MiB/s and the proxy's peak RSS growth.
 
-Usage: python bench/passthrough.py [--duration 5] [--quick]
+Usage: python bench/passthrough.py [--duration 5] [--quick] [--baseline DIR]
 Needs wrk on PATH; nginx is used when installed (rows that need it are skipped otherwise).
 """
 
@@ -262,6 +262,10 @@ def request_rows(args: argparse.Namespace) -> tuple[list[tuple[str, dict[int, Ce
             with ConsentProxy(upstream.url, n) as proxy:
                 name = f"consent-proxy, {n} worker{'s' * (n > 1)}"
                 rows.append((name, measure(name, proxy, args)))
+            if args.baseline is not None:
+                with ConsentProxy(upstream.url, n, args.baseline) as proxy:
+                    name = f"  baseline, {n} worker{'s' * (n > 1)}"
+                    rows.append((name, measure(name, proxy, args)))
         note = ""
         if have_nginx():
             for n in args.workers:
@@ -355,6 +359,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--bare", action="store_true", help="send wrk's bare GET / (Host only), not a browser's"
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (e.g. `git archive REV | tar -x -C DIR`): its rows follow ours",
     )
     parser.add_argument("--stream-mib", type=int, default=1024, help="size of the big bodies")
     parser.add_argument(

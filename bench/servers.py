@@ -103,6 +103,10 @@ class Server:
     def command(self) -> Sequence[str]:
         raise NotImplementedError
 
+    def env(self) -> dict[str, str] | None:
+        """The environment of the process (None: this one's)."""
+        return None
+
     def __enter__(self) -> Self:
         try:
             log = (self.dir / "stderr.log").open("wb")
@@ -111,6 +115,7 @@ class Server:
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 cwd=self.dir,
+                env=self.env(),
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
             wait_http(self.port, self.proc)
@@ -262,9 +267,10 @@ class ConsentProxy(Server):
 
     name = "consent-proxy"
 
-    def __init__(self, upstream_url: str, workers: int = 1) -> None:
+    def __init__(self, upstream_url: str, workers: int = 1, source: Path | None = None) -> None:
         super().__init__()
         self.workers = workers
+        self.source = source  # another checkout's tree to run instead of this one
         self.config = self.dir / "config.yaml"
         config: dict[str, object] = {"upstream": {"url": upstream_url}}
         config["logging"] = {"level": "warning"}
@@ -277,6 +283,12 @@ class ConsentProxy(Server):
         run = [str(script)] if script.exists() else [sys.executable, "-m", "proxy.cli"]
         return [*run, "run", "--config", str(self.config), "--host", "127.0.0.1",
                 "--port", str(self.port), "--workers", str(self.workers)]  # fmt: skip
+
+    def env(self) -> dict[str, str] | None:
+        if self.source is None:
+            return None
+        # Its `proxy` package is found before this checkout's (installed in development mode).
+        return {**os.environ, "PYTHONPATH": str(self.source.resolve())}
 
     @property
     def processes(self) -> list[int]:

@@ -1,5 +1,10 @@
 """Running the proxy under uvicorn, with the settings that keep it transparent and fast.
 
+The listener browsers connect to runs uvicorn's httptools protocol with the limits of the
+`server:` settings built in (head size, head timeout, connection cap: `public_options`,
+proxy/forward/http_server.py); the ops listener, reached by probes and scrapers only, runs
+uvicorn's plain protocol.
+
 One process (`consent-proxy run`, the default `--workers 1`): the proxy and the ops
 listener (`ops.host:ops.port`; port 0 turns it off) are two uvicorn servers in one event
 loop. The proxy's server owns the signals. On SIGTERM it stops accepting, drains its
@@ -37,7 +42,8 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
 from proxy.app import ConsentProxy, create_app
-from proxy.config import CONFIG_ENV, Settings, load_settings
+from proxy.config import CONFIG_ENV, ServerSettings, Settings, load_settings
+from proxy.forward.http_server import HeadLimits, protocol_factory
 from proxy.ops import metrics
 from proxy.ops.listener import Check, OpsApp, Route, flag_check, ping_check, tcp_check
 from proxy.ops.logs import setup_logging
@@ -68,8 +74,20 @@ def uvicorn_options(host: str, port: int, log_level: str) -> dict[str, Any]:
     }
 
 
+def public_options(host: str, port: int, log_level: str, limits: ServerSettings) -> dict[str, Any]:
+    """uvicorn's options for the listener that faces browsers: `uvicorn_options` plus the
+    limits a client must not be able to exceed (proxy/forward/http_server.py)."""
+    options = uvicorn_options(host, port, log_level)
+    head = HeadLimits(max_bytes=limits.max_head_bytes, timeout=limits.head_timeout)
+    options["http"] = protocol_factory(head)
+    # uvicorn counts the connection asking among those open: one more lets exactly
+    # max_connections be served.
+    options["limit_concurrency"] = limits.max_connections + 1
+    return options
+
+
 def serve(settings: Settings, config_path: Path | None, host: str, port: int, workers: int) -> None:
-    options = uvicorn_options(host, port, settings.logging.level)
+    options = public_options(host, port, settings.logging.level, settings.server)
     if workers > 1:
         _serve_workers(settings, config_path, workers, options)
         return

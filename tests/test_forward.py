@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -615,3 +616,32 @@ def test_upstream_closing_idle_connections_causes_no_502(
         assert stats["connections"] >= 2  # the first one was closed while idle
     finally:
         short_keep_alive.stop()
+
+
+def test_pool_slots_are_first_come_and_never_lost() -> None:
+    from proxy.errors import UpstreamTimeout
+    from proxy.forward.slots import Slots
+
+    async def scenario() -> None:
+        slots = Slots(1)
+        assert slots.take() and not slots.take()
+        order: list[str] = []
+
+        async def waiter(name: str, timeout: float = 5) -> None:
+            await slots.wait(timeout)
+            order.append(name)
+
+        first = asyncio.ensure_future(waiter("first"))
+        second = asyncio.ensure_future(waiter("second"))
+        await asyncio.sleep(0)
+        slots.give()  # handed to `first`...
+        first.cancel()  # ...which gives up before it runs: the slot goes on to `second`
+        await asyncio.gather(first, return_exceptions=True)
+        await second
+        assert order == ["second"]
+        with pytest.raises(UpstreamTimeout):
+            await slots.wait(0.01)  # `second` still holds the only slot
+        slots.give()
+        assert slots.free == 1 and slots.take()
+
+    asyncio.run(scenario())

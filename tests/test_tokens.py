@@ -105,6 +105,18 @@ def test_inbound_copies_are_removed_in_every_spelling(person: Person, signed_in:
         assert not any(k.startswith("x-consent-proxy") for k in got)
 
 
+def test_connection_cannot_strip_identity_headers(person: Person) -> None:
+    # cf. Traefik CVE-2024-45410: headers the proxy adds are not the client's to name.
+    connect(person)
+    named = ", ".join([*NAMES.values(), "X-Request-ID", "X-Forwarded-For", "X-Client-Hop"])
+    got = seen(person, [("Connection", named), ("X-Client-Hop", "hop")])
+    assert got[NAMES["user"]] == ALICE.email
+    assert got[NAMES["integration"]] == "connected"
+    assert NAMES["token"] in got and NAMES["assertion"] in got
+    assert got["x-request-id"] and got["x-forwarded-for"]
+    assert "x-client-hop" not in got
+
+
 def test_one_refresh_for_a_hundred_concurrent_requests(person: Person) -> None:
     # Tokens that live less than the refresh leeway are due for refresh at once; the
     # refreshed one lives an hour.

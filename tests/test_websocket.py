@@ -110,6 +110,41 @@ def test_client_close_code_and_reason_reach_the_upstream(
     assert upstream_app.state.snapshot(tag)["ws_closes"] == [(4002, "client leaving")]
 
 
+def _masked_text(text: bytes) -> bytes:
+    mask = b"\x01\x02\x03\x04"
+    return (
+        b"\x81"
+        + bytes([0x80 | len(text)])
+        + mask
+        + bytes(byte ^ mask[i % 4] for i, byte in enumerate(text))
+    )
+
+
+def test_connection_cannot_strip_the_proxy_headers_from_a_handshake(proxy: ProxyProcess) -> None:
+    handshake = (
+        (HANDSHAKE % b"app.test")
+        .replace(
+            b"Connection: Upgrade", b"Connection: Upgrade, X-Request-ID, X-Forwarded-For, X-Own"
+        )
+        .replace(b"\r\n\r\n", b"\r\nX-Own: hop\r\n\r\n")
+    )
+    with socket.create_connection(("127.0.0.1", proxy.port), 10) as sock:
+        sock.sendall(handshake)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 101 ")
+        sock.sendall(_masked_text(b"headers"))
+        data = answer.partition(b"\r\n\r\n")[2]
+        while len(data) < 2 or len(data) < 4 + int.from_bytes(data[2:4], "big"):
+            data += sock.recv(65536)
+    assert data[1] == 126  # a text frame of 126..65535 bytes, unmasked
+    names = [name for name, _ in json.loads(data[4 : 4 + int.from_bytes(data[2:4], "big")])]
+    assert names.count("x-request-id") == 1
+    assert names.count("x-forwarded-for") == 1
+    assert "x-own" not in names
+
+
 def test_client_vanishing_closes_the_upstream_side(
     proxy: ProxyProcess, upstream_app: UpstreamApp, tag: str
 ) -> None:

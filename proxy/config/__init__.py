@@ -34,7 +34,16 @@ from proxy.config.microsoft import (
     MicrosoftApp,
     TokenSettings,
 )
-from proxy.config.server import DEFAULT_LISTEN_PORT, ListenSettings, LoggingSettings, OpsSettings
+from proxy.config.server import (
+    DEFAULT_HEAD_TIMEOUT,
+    DEFAULT_LISTEN_PORT,
+    DEFAULT_MAX_CLIENT_CONNECTIONS,
+    DEFAULT_MAX_HEAD_BYTES,
+    ListenSettings,
+    LoggingSettings,
+    OpsSettings,
+    ServerSettings,
+)
 from proxy.config.settings import Settings
 from proxy.config.sso import (
     AsymmetricAlgorithm,
@@ -85,9 +94,12 @@ from proxy.config.yaml_reader import (
 __all__ = [
     "CONFIG_ENV",
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_HEAD_TIMEOUT",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_LISTEN_PORT",
+    "DEFAULT_MAX_CLIENT_CONNECTIONS",
     "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_HEAD_BYTES",
     "DEFAULT_MAX_IDLE",
     "DEFAULT_POOL_TIMEOUT",
     "DEFAULT_READ_TIMEOUT",
@@ -122,6 +134,7 @@ __all__ = [
     "Seconds",
     "Secret",
     "SentinelSettings",
+    "ServerSettings",
     "SessionSettings",
     "Settings",
     "SigningSecret",

@@ -6,7 +6,7 @@ from pydantic import model_validator
 
 from proxy.config.identity import AssertionSettings, HeaderNames, SessionSettings
 from proxy.config.microsoft import BrokerSettings, ConsentSettings, MicrosoftApp, TokenSettings
-from proxy.config.server import ListenSettings, LoggingSettings, OpsSettings
+from proxy.config.server import ListenSettings, LoggingSettings, OpsSettings, ServerSettings
 from proxy.config.sso import OidcEndpoint, SsoSettings
 from proxy.config.store import SqliteStore, StoreSettings
 from proxy.config.upstream import UpstreamSettings
@@ -15,6 +15,7 @@ from proxy.config.values import ConfigFile, IpNetwork, OriginUrl, StrictModel
 
 class Settings(StrictModel):
     listen: ListenSettings = ListenSettings()
+    server: ServerSettings = ServerSettings()
     upstream: UpstreamSettings
     public_url: OriginUrl | None = None
     trusted_proxies: tuple[IpNetwork, ...] = ()

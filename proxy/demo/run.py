@@ -33,7 +33,7 @@ from proxy.demo.idp import (
 from proxy.demo.microsoft import DEMO_APP_ID, DEMO_APP_SECRET, MicrosoftStandIn, demo_app
 from proxy.demo.tls import make_certificates
 from proxy.demo.upstream import DemoApp, DemoAppSettings
-from proxy.server import uvicorn_options
+from proxy.server import public_options, uvicorn_options
 from proxy.store.vault import new_key
 
 IDP_ENTITY = "https://idp.demo.example/metadata"
@@ -151,7 +151,8 @@ async def serve_demo(demo: Demo, port: int, log_level: str = "warning") -> None:
         _QuietServer(uvicorn.Config(app, **uvicorn_options("127.0.0.1", p, log_level), **extra))
         for _, app, p, extra in demo.servers
     ]
-    proxy = uvicorn.Server(uvicorn.Config(demo.proxy, **uvicorn_options("127.0.0.1", port, "info")))
+    options = public_options("127.0.0.1", port, "info", demo.proxy.settings.server)
+    proxy = uvicorn.Server(uvicorn.Config(demo.proxy, **options))
     tasks = [asyncio.ensure_future(server.serve()) for server in helpers]
     try:
         await proxy.serve()

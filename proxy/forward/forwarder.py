@@ -35,6 +35,8 @@ log = logging.getLogger("consent_proxy.forward")
 
 # A browser that leaves while the upstream is still silent is noticed from this long on.
 WATCH_AFTER = 0.05
+# Response headers that may name the upstream's internal origin.
+REWRITTEN = frozenset({b"location", b"content-location", b"set-cookie"})
 
 
 class ClientDisconnected(Exception):
@@ -61,18 +63,20 @@ class ResponseRewriter:
 
     def headers(self, upstream: Headers, request: ForwardedRequest) -> Headers:
         out: Headers = []
-        hop = HOP_BY_HOP
-        for name, value in upstream:
-            if name == b"connection":
-                hop = hop | connection_tokens(value)
-        for name, value in upstream:
-            if name in hop:
+        named: set[bytes] = set()
+        for name, value in upstream:  # names come lower-cased from our client
+            if name in HOP_BY_HOP:
+                if name == b"connection":
+                    named |= connection_tokens(value)
                 continue
-            if name == b"location" or name == b"content-location":
-                value = self.location(value, request)
-            elif name == b"set-cookie":
-                value = self.cookie(value)
+            if name in REWRITTEN:
+                if name == b"set-cookie":
+                    value = self.cookie(value)
+                else:
+                    value = self.location(value, request)
             out.append((name, value))
+        if named:  # rare: an upstream naming its own hop-by-hop headers
+            out = [(name, value) for name, value in out if name not in named]
         return out
 
     def location(self, value: bytes, request: ForwardedRequest) -> bytes:

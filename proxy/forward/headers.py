@@ -1,14 +1,16 @@
 """Which request headers go upstream.
 
 Rules, in order, for every forwarded request:
-- hop-by-hop headers (RFC 9110 7.6.1) and any named in `Connection` are removed;
+- hop-by-hop headers (RFC 9110 7.6.1) and any named in `Connection` are removed, but a
+  client's `Connection` can never name away a header the proxy sets itself (identity
+  headers, `X-Request-ID`, `X-Forwarded-*`): those are not part of the client's message;
 - headers the proxy itself sets are removed from what the client sent, whatever their
   spelling: servers behind us may fold `X_Forwarded_For` or `x.forwarded.for` into
   `X-Forwarded-For`, so names are compared after folding case, `_` and `.` to `-`;
 - `X-Forwarded-For/Proto/Host` are set; inbound values are kept (and extended) only when
   the TCP peer is one of the configured trusted proxies;
 - `Host` is the client's (preserve_host) or the upstream's own;
-- headers larger than MAX_HEADER_BYTES in all are refused (431), not forwarded.
+- headers larger than `server.max_head_bytes` in all are refused (431), not forwarded.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from urllib.parse import urlsplit
 from proxy.asgi import App, Headers, Receive, Scope, Send
 from proxy.config import IpNetwork, Settings
 from proxy.errors import BadRequest
+from proxy.ops.logs import REQUEST_ID_HEADER
 
 HOP_BY_HOP = frozenset(
     {
@@ -38,9 +41,6 @@ HOP_BY_HOP = frozenset(
 )
 # The ASGI server already answered `Expect: 100-continue`; the body is on its way.
 REQUEST_ONLY_DROPPED = frozenset({b"expect", b"host"})
-# The server in front of us sets no limit of its own; a huge header block is refused here
-# rather than relayed. Generous: the cookies of a large SSO deployment fit many times over.
-MAX_HEADER_BYTES = 64 * 1024
 FORWARDED = frozenset(
     {
         b"forwarded",
@@ -96,15 +96,30 @@ class ForwardedRequest:
         return self.chunked or (self.content_length not in (None, b"0"))
 
 
+# What the rules do with a header, by name; decided once per name and remembered.
+KEEP, DROP, HOST, LENGTH, CODING, CONNECTION, XFF, XFP, XFH = range(9)
+_TRUSTED_INBOUND = {b"x-forwarded-for": XFF, b"x-forwarded-proto": XFP, b"x-forwarded-host": XFH}
+
+
 class RequestHeaderRules:
     def __init__(self, settings: Settings, protected: Iterable[bytes] = ()) -> None:
         upstream = urlsplit(settings.upstream.url)
         self.upstream_host = (upstream.netloc or "").encode("latin-1")
         self.preserve_host = settings.upstream.preserve_host
+        # The listener refuses a longer head while reading it (http_server.py); this check
+        # of names and values holds whatever server is in front.
+        self.max_header_bytes = settings.server.max_head_bytes
         self.trusted_networks: tuple[IpNetwork, ...] = settings.trusted_proxies
         self.dropped = HOP_BY_HOP | REQUEST_ONLY_DROPPED | {fold(n) for n in protected}
         self.dropped_untrusted = self.dropped | FORWARDED
+        # The headers the proxy sets itself: a client's `Connection` header names headers
+        # of the client's own message, never these (cf. Traefik CVE-2024-45410).
+        own = {fold(n.encode("latin-1")) for n in settings.headers.model_dump().values()}
+        self.never_named = frozenset(
+            own | FORWARDED | {REQUEST_ID_HEADER, b"content-length", b"host"}
+        )
         self._trusted = lru_cache(maxsize=1024)(self._is_trusted)
+        self._kinds: tuple[dict[bytes, int], dict[bytes, int]] = ({}, {})
 
     def _is_trusted(self, peer: str) -> bool:
         try:
@@ -113,53 +128,74 @@ class RequestHeaderRules:
             return False
         return any(address in network for network in self.trusted_networks)
 
+    def _kind(self, name: bytes, trusted: bool) -> int:
+        if name == b"connection":
+            return CONNECTION
+        if name == b"host":
+            return HOST
+        if name == b"content-length":
+            return LENGTH
+        if name == b"transfer-encoding":
+            return CODING
+        if trusted and name in _TRUSTED_INBOUND:
+            return _TRUSTED_INBOUND[name]
+        folded = fold(name)
+        if folded in (self.dropped if trusted else self.dropped_untrusted):
+            return DROP
+        if trusted and folded in FORWARDED and folded != name:
+            return DROP  # only the canonical spelling is trusted, even from a proxy
+        return KEEP
+
     def upstream_request(self, scope: MutableMapping[str, Any]) -> ForwardedRequest:
         out = ForwardedRequest()
         client = scope.get("client")
         peer = client[0] if client else ""
         trusted = bool(self.trusted_networks) and self._trusted(peer)
-        dropped = self.dropped if trusted else self.dropped_untrusted
-        raw: Headers = scope["headers"]
-        extra_drop: set[bytes] = set()
+        kinds = self._kinds[trusted]
+        named: set[bytes] = set()
         inbound_xff = inbound_proto = inbound_host = b""
         size = hosts = 0
-        for name, value in raw:
+        headers = out.headers
+        for name, value in scope["headers"]:
             size += len(name) + len(value)
-            if name == b"connection":
-                extra_drop |= connection_tokens(value)
-            elif name == b"host":
+            kind = kinds.get(name)
+            if kind is None:
+                kind = self._kind(name, trusted)
+                if len(kinds) < MAX_REMEMBERED_NAMES:  # a bound: names are attacker-chosen
+                    kinds[name] = kind
+            if kind == KEEP:
+                headers.append((name, value))
+            elif kind == DROP:
+                continue
+            elif kind == CONNECTION:
+                named |= connection_tokens(value)
+            elif kind == HOST:
                 if hosts:
                     # RFC 9112 3.2: a 400. Which one would each server in the chain believe?
                     raise BadRequest("the request has more than one Host header")
                 hosts += 1
                 out.host = value
-            elif name == b"content-length":
+            elif kind == LENGTH:
                 out.content_length = value
-            elif name == b"transfer-encoding":
+                headers.append((name, value))
+            elif kind == CODING:
                 out.chunked = True
-            elif trusted:
-                if name == b"x-forwarded-for":
-                    inbound_xff = value if not inbound_xff else inbound_xff + b", " + value
-                elif name == b"x-forwarded-proto":
-                    inbound_proto = value
-                elif name == b"x-forwarded-host":
-                    inbound_host = value
-        if size > MAX_HEADER_BYTES:
+            elif kind == XFF:  # re-added below, extended
+                inbound_xff = value if not inbound_xff else inbound_xff + b", " + value
+            elif kind == XFP:
+                inbound_proto = value
+                headers.append((name, value))
+            elif kind == XFH:
+                inbound_host = value
+                headers.append((name, value))
+        if size > self.max_header_bytes:
             raise RequestHeadersTooLarge(
-                f"the request headers are {size} bytes long; at most {MAX_HEADER_BYTES} "
+                f"the request headers are {size} bytes long; at most {self.max_header_bytes} "
                 "are accepted (large cookies are the usual cause: clearing them helps)"
             )
-        extra_drop -= {b"content-length", b"host"}
-        headers = out.headers
-        for name, value in raw:
-            folded = fold(name) if (b"_" in name or b"." in name) else name
-            if folded in dropped or folded in extra_drop:
-                continue
-            if trusted and folded in FORWARDED and folded != name:
-                continue  # only the canonical spelling is trusted, even from a proxy
-            if trusted and name == b"x-forwarded-for":
-                continue  # re-added below, extended
-            headers.append((name, value))
+        named -= self.never_named
+        if named:  # hop-by-hop for the client's connection only (RFC 9110 7.6.1)
+            headers[:] = [(n, v) for n, v in headers if fold(n) not in named]
         if out.chunked:
             out.content_length = None
             headers[:] = [(n, v) for n, v in headers if n != b"content-length"]
@@ -216,7 +252,10 @@ class ProtectedHeaders:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             headers = scope["headers"]
-            protected = self.protected
-            if any(protected(n) for n, _ in headers):
-                scope["headers"] = [(n, v) for n, v in headers if not protected(n)]
+            seen = self._seen
+            for name, _ in headers:  # a plain loop: this runs for every request
+                hit = seen.get(name)
+                if hit or (hit is None and self.protected(name)):
+                    scope["headers"] = [(n, v) for n, v in headers if not self.protected(n)]
+                    break
         await self.app(scope, receive, send)

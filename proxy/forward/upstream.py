@@ -27,6 +27,7 @@ import httptools
 from proxy.asgi import Headers
 from proxy.config import UpstreamSettings
 from proxy.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from proxy.forward.slots import Slots
 
 # Reading from the upstream pauses once this much of a response waits for the client.
 HIGH_WATER = 256 * 1024
@@ -323,7 +324,7 @@ class UpstreamPool:
         self.port = url.port or (443 if url.scheme == "https" else 80)
         self.ssl = self._ssl_context() if url.scheme == "https" else None
         self._idle: collections.deque[Connection] = collections.deque()
-        self._slots: asyncio.Semaphore | None = None
+        self._slots = Slots(settings.pool.max_connections)
 
     def _ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=self.settings.ca_file)
@@ -366,20 +367,12 @@ class UpstreamPool:
             conn.write(CHUNKED_END)
 
     async def _checkout(self, head: bool, fresh: bool = False) -> tuple[Connection, bool]:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.settings.pool.max_connections)
-        if self._slots.locked():
-            try:
-                async with asyncio.timeout(self.settings.timeouts.pool):
-                    await self._slots.acquire()
-            except TimeoutError:
-                raise UpstreamTimeout("all upstream connections are busy") from None
-        else:
-            await self._slots.acquire()
+        if not self._slots.take():
+            await self._slots.wait(self.settings.timeouts.pool)
         try:
             conn, reused = (None if fresh else self._reuse()) or (await self._connect(), False)
         except BaseException:
-            self._slots.release()
+            self._slots.give()
             raise
         conn._reset(head)
         return conn, reused
@@ -419,8 +412,7 @@ class UpstreamPool:
                 conn.close()
         else:
             conn.close()
-        if self._slots is not None:
-            self._slots.release()
+        self._slots.give()
 
     async def aclose(self) -> None:
         while self._idle:
