@@ -19,8 +19,8 @@ from websockets.sync.client import connect
 
 from proxy.config import settings_from_data
 from proxy.errors import ConfigError
+from tests.fixtures.forwarding import Proxies, no_tracebacks, raw_exchange, received
 
-from .conftest import Proxies, no_tracebacks, raw_exchange, received
 from .servers import ProxyProcess, ThreadServer, free_port, wait_for_port
 
 MiB = 1024 * 1024
