@@ -11,7 +11,8 @@ from .test_consent import ALICE, PREFIX, Env, Person, submit_form, title, user_i
 # One running environment for this module, from the fixtures of test_consent.py.
 env, fresh, person = shared.env, shared.fresh, shared.person
 
-# What every reserved page answers with: never framed, sniffed, scripted, referred or cached.
+# What every reserved page answers with: never framed, sniffed, scripted, referred or cached;
+# forms post here, and their redirect may lead to the configured Microsoft authority only.
 PAGE_HEADERS = {
     "cache-control": "no-store",
     "x-content-type-options": "nosniff",
@@ -19,6 +20,11 @@ PAGE_HEADERS = {
     "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
     "referrer-policy": "no-referrer",
 }
+
+
+def page_headers(env: Env) -> dict[str, str]:
+    csp = f"{PAGE_HEADERS['content-security-policy']} {env.standin.origin}"
+    return {**PAGE_HEADERS, "content-security-policy": csp}
 
 
 # --- the manual page -------------------------------------------------------------------------
@@ -31,10 +37,10 @@ def test_manual_connect_and_disconnect(person: Person) -> None:
     page = person.get(PREFIX)
     assert "Not connected" in page.text and "Connect Office 365" in page.text
     assert page.headers["content-type"] == "text/html; charset=utf-8"
-    assert {k: page.headers[k] for k in PAGE_HEADERS} == PAGE_HEADERS
+    assert {k: page.headers[k] for k in PAGE_HEADERS} == page_headers(env)
     refused = person.post(f"{PREFIX}connect", data={"csrf": "forged"})
     assert refused.status_code == 400
-    assert {k: refused.headers[k] for k in PAGE_HEADERS} == PAGE_HEADERS
+    assert {k: refused.headers[k] for k in PAGE_HEADERS} == page_headers(env)
     not_ascii = person.post(
         f"{PREFIX}connect",
         content=b"csrf=%C3%A9",

@@ -33,6 +33,7 @@ from proxy.consent.next_url import safe_next
 from proxy.consent.render import (
     ADMIN_NEEDED,
     ADMIN_NEEDED_TEXT,
+    content_security_policy,
     not_found,
     page,
     refused,
@@ -84,6 +85,8 @@ class ReservedPages:
         self.prefix = prefix = journey.prefix
         self.csrf = Csrf(journey.settings.tokens.encryption_keys[0].reveal())
         callback = Callback(journey, self.csrf)
+        authorities = (app.authority_host for app in journey.settings.microsoft_apps.values())
+        self.csp = content_security_policy(authorities).encode()
         self.router = Router(
             [
                 OneMethod(prefix, "GET", self.manage),
@@ -99,7 +102,7 @@ class ReservedPages:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        send = _counted(send)
+        send = _counted(send, self.csp)
         try:
             await self.router(scope, receive, send)
         except (StoreError, VaultError) as exc:
@@ -197,12 +200,17 @@ class ReservedPages:
         )
 
 
-def _counted(send: Send) -> Send:
-    """`send`, counting the answer in the proxy's response metrics."""
+def _counted(send: Send, csp: bytes) -> Send:
+    """`send`, counting the answer in the proxy's response metrics, with the pages' policy
+    (their forms may lead to Microsoft) in place of the strict default."""
 
     async def counting(message: Message) -> None:
         if message["type"] == "http.response.start":
             metrics.count_response(message["status"])
+            message["headers"] = [
+                (n, csp if n == b"content-security-policy" else v)
+                for n, v in message.get("headers", [])
+            ]
         await send(message)
 
     return counting

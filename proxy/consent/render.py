@@ -1,12 +1,16 @@
 """How the reserved pages answer: Jinja2 templates under strict headers, and 303 redirects.
 
 Every page forbids framing, content sniffing, scripts and referrers, and nothing is
-cached: pages carry a per-session CSRF token and the user's connection state. The texts
-that more than one page shows live here.
+cached: pages carry a per-session CSRF token and the user's connection state. Forms post
+to this site only; `content_security_policy` widens `form-action` by exactly the
+configured Microsoft authority hosts, because browsers (Chromium, Edge) apply
+`form-action` to the redirect that answers a form too, and "Connect Office 365" answers
+with a 303 to Microsoft. The texts that more than one page shows live here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +19,12 @@ from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
+CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
 PAGE_HEADERS = {
     "cache-control": "no-store",
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
-    "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+    "content-security-policy": CSP,
     "referrer-policy": "no-referrer",
 }
 ADMIN_NEEDED = "An administrator needs to approve this app"
@@ -28,6 +33,12 @@ ADMIN_NEEDED_TEXT = (
     "contacts. You can keep using the app; its calendar and contact features will work once an "
     "administrator has approved it."
 )
+
+
+def content_security_policy(form_targets: Iterable[str]) -> str:
+    """The pages' policy, with the origins a form's redirect may lead to (Microsoft's)."""
+    extra = " ".join(sorted(set(form_targets)))
+    return f"{CSP} {extra}" if extra else CSP
 
 
 def render(request: Request, status: int, template: str, context: dict[str, Any]) -> Response:
@@ -102,6 +113,8 @@ def unavailable(request: Request) -> Response:
 __all__ = [
     "ADMIN_NEEDED",
     "ADMIN_NEEDED_TEXT",
+    "CSP",
+    "content_security_policy",
     "not_found",
     "page",
     "redirect",
