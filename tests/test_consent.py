@@ -101,6 +101,8 @@ IDP_USERS = [
     sso_user(ALICE, "admin-only"),
     sso_user(ALICE, "drift"),
     sso_user(CAROL, "hybrid"),
+    # Bob as most IdPs send him: no tenant or object id in the assertion.
+    DemoUser(id="bob-no-tenant", email=BOB.email, name=BOB.name, groups=("mode-every_sign_in",)),
 ]
 
 
@@ -187,9 +189,10 @@ def consent_config(
 
 
 @contextlib.contextmanager
-def consent_env(work: Path, **extra: Any) -> Iterator[Env]:
+def consent_env(work: Path, app_tenant: str | None = None, **extra: Any) -> Iterator[Env]:
     """The app, the Microsoft stand-in, the demo IdP and a proxy in front, all running;
-    `extra` adds or replaces top-level config sections."""
+    `app_tenant` makes the app registration single-tenant; `extra` adds or replaces
+    top-level config sections."""
     app = SsoApp()
     proxy = ProxyProcess({}, work)
     standin_port = free_port()
@@ -203,6 +206,8 @@ def consent_env(work: Path, **extra: Any) -> Iterator[Env]:
     with running(ThreadServer(app.app())) as upstream, running(standin_server):
         authority = https_url(standin_server)
         config = {**consent_config(work, upstream.url, proxy.url, idp, authority, ca_file), **extra}
+        if app_tenant:
+            config["microsoft_apps"]["default"]["tenant"] = app_tenant
         proxy.config_path.write_text(json.dumps(config))
         with running(proxy):
             yield Env(app, proxy, idp, standin, ca_file, acs)

@@ -55,6 +55,9 @@ def test_manual_connect_and_disconnect(person: Person) -> None:
     assert "Connected" in page.text and "Disconnect" in page.text
     assert token_records(env) == 1
     done = submit_form(person, page, "disconnect")
+    assert done.status_code == 303  # POST-redirect-GET: a reload does not post again
+    assert done.headers["location"] == f"{PREFIX}?done=disconnected&next=%2F"
+    done = person.get(done.headers["location"])
     assert done.status_code == 200 and "Disconnected." in done.text
     record = env.integration(ALICE)
     assert record is not None and record["status"] == "none"

@@ -187,7 +187,8 @@ def test_disconnect_stops_forwarding_at_once(person: Person) -> None:
     connect(person)
     assert NAMES["token"] in seen(person)
     done = submit_form(person, person.get(PREFIX), "disconnect")
-    assert done.status_code == 200
+    assert done.status_code == 303  # POST-redirect-GET to the connection page
+    assert person.get(done.headers["location"]).status_code == 200
     got = seen(person)
     assert NAMES["token"] not in got
     assert got[NAMES["integration"]] == "none"

@@ -44,6 +44,9 @@ class ConsentSettings(StrictModel):
     # After "need admin approval" in a tenant, its other users are not sent into the
     # same failing consent screen for this long (or until an admin consents).
     admin_approval_retry: Annotated[float, Field(ge=0, le=30 * 86400)] = 3600.0
+    # How long the link a user sends to an administrator ("approve this app for the
+    # organization") stays valid.
+    admin_link_lifetime: Annotated[float, Field(ge=600, le=30 * 86400)] = 7 * 86400.0
     # Threads for msal, which blocks.
     msal_threads: Annotated[int, Field(ge=1, le=64)] = 8
     # Code redemptions (a person waits on the callback) have threads of their own; beyond

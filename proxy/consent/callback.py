@@ -1,11 +1,12 @@
 """Back from Microsoft: redeem the code, record an organization's consent, or say what failed.
 
 The one-time `state` is taken (a replay finds nothing) and must have been started in this
-same proxy session; it carries everything trusted about the attempt. The redeemed
-account's tenant and object id must be the SSO identity's, and an admin consent counts
-for the tenant bound in state, never for the one Microsoft's redirect names. A failure
-updates the user's record (and the tenant's, when only an admin may consent), is logged
-and counted, and ends on a page that sends the user back to the app.
+same proxy session (an admin link's in the same browser: handoff.py); it carries
+everything trusted about the attempt. The redeemed account's tenant and object id must be
+the SSO identity's, and an admin consent counts for the tenant bound in state (admin.py).
+Any answer marks the user as asked; a failed user consent updates the user's record (and
+the tenant's, when only an admin may consent), a failed admin consent changes nobody's
+record. Each is logged and counted, and ends on a page that sends the user back.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from proxy.consent.admin import admin_failed, record_org_consent
 from proxy.consent.forms import Csrf, query
-from proxy.consent.integration import Status
+from proxy.consent.handoff import LINK_KINDS, AdminLinks
+from proxy.consent.integration import Integration, Status
 from proxy.consent.journey import ConsentJourney, Pending
 from proxy.consent.next_url import safe_next
 from proxy.consent.render import ADMIN_NEEDED, ADMIN_NEEDED_TEXT, page, redirect, to_microsoft
@@ -40,11 +43,12 @@ FAILURE_STATUS: dict[str, Status] = {
 class Callback:
     """The endpoint Microsoft sends the browser back to, after consent or admin consent."""
 
-    def __init__(self, journey: ConsentJourney, csrf: Csrf) -> None:
+    def __init__(self, journey: ConsentJourney, csrf: Csrf, links: AdminLinks) -> None:
         self.journey = journey
         self.records = journey.records
         self.prefix = journey.prefix
         self.csrf = csrf
+        self.links = links
 
     async def handle(self, request: Request) -> Response:
         fields = query(request)
@@ -57,6 +61,8 @@ class Callback:
                 "Nothing was changed. You can connect Office 365 from the connection page at "
                 "any time.",
             )
+        if pending.kind in LINK_KINDS:
+            return await self.links.callback(request, pending, fields)
         session = request_state(request.scope).session
         if session is None or session.id != pending.session_id:
             log.warning(
@@ -70,6 +76,8 @@ class Callback:
             )
         if "error" in fields:
             error = classify(fields.get("error"), fields.get("error_description"), None)
+            if pending.kind == "admin":
+                return admin_failed(request, self.prefix, pending, error)
             return await self._failed(request, session, pending, error)
         if pending.kind == "admin":
             return await self._admin_consented(request, session, pending, fields)
@@ -111,6 +119,7 @@ class Callback:
         await self.records.save_tokens(session.user_key, result.token_cache)
         record = await self.records.integration(session.user_key)
         record.email, record.tenant_id = session.email, session.tenant_id
+        answered(record, pending)
         record.status = "connected"
         record.granted_scopes = sorted(result.scopes)
         record.route, record.ews_url, record.app = pending.route, pending.ews_url, pending.app
@@ -125,24 +134,9 @@ class Callback:
     async def _admin_consented(
         self, request: Request, session: Session, pending: Pending, fields: dict[str, str]
     ) -> Response:
-        # Microsoft's `tenant` parameter can be forged; only the tenant bound in state counts.
-        if fields.get("admin_consent", "").lower() != "true" or not pending.tenant_id:
+        if await record_org_consent(self.journey, pending, fields) is None:
             error = classify("invalid_request", None, None)
-            return await self._failed(request, session, pending, error)
-        if fields.get("tenant", "").lower() != pending.tenant_id.lower():
-            log.warning(
-                "admin consent returned tenant %r, state bound %r: ignoring the returned one",
-                fields.get("tenant"),
-                pending.tenant_id,
-            )
-        tenant = await self.records.tenant(pending.tenant_id)
-        assert tenant is not None
-        tenant.admin_consented, tenant.admin_consented_at = True, time.time()
-        tenant.approval_required_until = None
-        await self.records.save_tenant(tenant)
-        log.info("admin consent recorded for tenant %s by %s", tenant.tenant_id, session.user_key)
-        metrics.CONSENT_OUTCOMES.labels("admin_consented").inc()
-        await self.journey.count_waiting()
+            return admin_failed(request, self.prefix, pending, error)
         # Admin consent gives no code: now the admin's own tokens, through a normal authorize.
         return_to = safe_next(pending.return_to, self.journey.public_origin)
         url = await self.journey.start_for_session(session, return_to, kind="user")
@@ -155,14 +149,15 @@ class Callback:
     ) -> Response:
         record = await self.records.integration(session.user_key)
         record.email, record.tenant_id = session.email, session.tenant_id
+        answered(record, pending)
         record.last_error_class, record.last_error_code = error.kind, error.code
         record.correlation_id = error.correlation_id
         status: Status = FAILURE_STATUS.get(error.kind, "failed")
         if record.status != "connected":
             record.status = status
         await self.records.save_integration(record)
-        if error.kind == "admin_approval_required" and session.tenant_id:
-            await self._tenant_needs_admin(session.tenant_id)
+        if error.kind == "admin_approval_required" and pending.tenant_id:
+            await self._tenant_needs_admin(pending.tenant_id)
         level = logging.ERROR if error.kind == "config" else logging.WARNING
         log.log(level, "consent for %s ended: %s", session.user_key, error.describe())
         metrics.CONSENT_OUTCOMES.labels(error.kind).inc()
@@ -204,6 +199,7 @@ class Callback:
                 [ADMIN_NEEDED_TEXT],
                 admin_options=True,
                 csrf=csrf,
+                admin_link=self.links.url(pending.tenant_id, pending.app, pending.scopes),
                 **common,
             )
         if error.error == BUSY:  # our own redemption queue was full: nothing reached Microsoft
@@ -226,6 +222,12 @@ class Callback:
         return page(request, 200, "Office 365 not connected", [text], manual_link=True, **common)
 
 
+def answered(record: Integration, pending: Pending) -> None:
+    """Microsoft brought back an answer: only now does the user count as asked."""
+    record.prompted_before = True
+    record.prompted_scopes = sorted(set(record.prompted_scopes) | set(pending.scopes))
+
+
 def _another_account(session: Session, result: TokenResult) -> bool:
     """Whether the user consented with another Microsoft account than their SSO identity
     (only checkable when the SSO sign-in named a tenant and object id)."""
@@ -236,4 +238,4 @@ def _another_account(session: Session, result: TokenResult) -> bool:
     ).lower() != session.object_id.lower()
 
 
-__all__ = ["FAILURE_STATUS", "Callback"]
+__all__ = ["FAILURE_STATUS", "Callback", "answered"]

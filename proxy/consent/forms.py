@@ -50,6 +50,18 @@ async def small_body(request: Request) -> bytes | None:
     return received
 
 
+async def small_form(request: Request) -> dict[str, str] | None:
+    """A small, well-formed url-encoded form's fields (the first of repeated ones), or None."""
+    body = await small_body(request)
+    if body is None:
+        return None
+    try:
+        parsed = parse_qs(body.decode("ascii"), max_num_fields=MAX_FORM_FIELDS)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return {k: v[0] for k, v in parsed.items()}
+
+
 class Csrf:
     """Form tokens bound to the proxy session: an HMAC of the session id under a key derived
     from the first token encryption key, so every replica accepts every other's forms."""
@@ -63,14 +75,9 @@ class Csrf:
     async def form(self, request: Request, session: Session | None) -> dict[str, str] | None:
         """The posted fields, when the form is small, well formed and carries the token of
         this browser's session; None otherwise."""
-        body = await small_body(request)
-        if body is None or session is None:
+        fields = await small_form(request)
+        if fields is None or session is None:
             return None
-        try:
-            parsed = parse_qs(body.decode("ascii"), max_num_fields=MAX_FORM_FIELDS)
-        except (UnicodeDecodeError, ValueError):
-            return None
-        fields = {k: v[0] for k, v in parsed.items()}
         # As bytes: a percent-escaped non-ASCII token must be refused, not raise.
         presented = fields.get("csrf", "").encode()
         if not hmac.compare_digest(presented, self.token(session).encode()):
@@ -78,4 +85,4 @@ class Csrf:
         return fields
 
 
-__all__ = ["MAX_FORM_BYTES", "Csrf", "query", "small_body"]
+__all__ = ["MAX_FORM_BYTES", "Csrf", "query", "small_body", "small_form"]

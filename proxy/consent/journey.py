@@ -6,9 +6,13 @@ redirect into a redirect to Microsoft's authorize endpoint (PKCE, one-time `stat
 `login_hint` from the SSO identity), keeping the app's Set-Cookie headers and remembering
 where the app was sending the user (same origin only).
 
-Every authorization starts in `_start`: the one-time `state` is kept server-side, sealed and
-bound to the proxy session, and `take` hands it back exactly once. The reserved pages
-(pages.py) and the callback (callback.py) start authorizations through `start_for_session`.
+Every authorization starts in `begin`: the one-time `state` is kept server-side, sealed and
+bound to the proxy session (or, for an admin link, to the admin's browser), and `take`
+hands it back exactly once. A user counts as asked only once Microsoft brings back an
+answer (the callback records it): a consent page closed unanswered, whose state expires,
+leaves the user "not yet asked", so `first_sign_in` asks again at the next sign-in. The
+reserved pages (pages.py) and the callback (callback.py) start authorizations through
+`start_for_session`.
 
 Whatever happens (Microsoft down, a store that fails) the user ends up in the app, and the
 reason is logged for ops. No token, code or state value is ever written to a log or a page.
@@ -43,6 +47,8 @@ from proxy.store.vault import Vault, VaultError
 log = logging.getLogger("consent_proxy.consent")
 
 STATES = "consent-state"
+MULTI_TENANT = frozenset({"common", "organizations", "consumers"})
+ADMIN_CONSENT_KINDS = frozenset({"admin", "handoff"})
 MAX_STATE_LENGTH = 256
 WAITING_COUNT_EVERY = 60.0
 
@@ -51,7 +57,7 @@ WAITING_COUNT_EVERY = 60.0
 class Pending:
     """One authorization in flight, stored sealed under its one-time `state` value."""
 
-    kind: str  # "user" | "admin"
+    kind: str  # "user" | "admin" | "handoff" (an admin link) | "admin_identity" (who approved)
     session_id: str
     user_key: str
     app: str
@@ -128,15 +134,20 @@ class ConsentJourney:
         """Where the sign-in's redirect goes instead: the admin-approval notice, or Microsoft."""
         if decision.action == "admin_approval_notice":
             return f"{self.prefix}admin-approval?{urlencode({'next': return_to})}"
-        url = await self._start(session, decision, return_to, kind="user")
-        if url is not None:
-            await self._mark_prompted(session, decision)
-        return url
+        return await self._start(session, decision, return_to, kind="user")
+
+    def tenant_for(self, session: Session) -> str | None:
+        """The user's Entra tenant: the SSO identity's, else the app registration's when it
+        names one tenant (most IdPs send no tenant id); None for a multi-tenant app."""
+        if session.tenant_id:
+            return session.tenant_id.lower()
+        tenant = self.settings.microsoft_apps[self.default_app].tenant.lower()
+        return None if tenant in MULTI_TENANT else tenant
 
     async def evaluate(
         self, session: Session, sign_in: SignIn, integration: Integration
     ) -> Decision:
-        tenant = await self.records.tenant(session.tenant_id)
+        tenant = await self.records.tenant(self.tenant_for(session))
         return evaluate(
             self.policy(),
             PolicyUser.from_sign_in(sign_in),
@@ -158,18 +169,16 @@ class ConsentJourney:
             await self.records.save_integration(integration)
         return decision
 
-    async def _mark_prompted(self, session: Session, decision: Decision) -> None:
-        record = await self.records.integration(session.user_key)
-        record.email, record.tenant_id = session.email, session.tenant_id
-        record.prompted_before = True
-        record.prompted_scopes = sorted(set(record.prompted_scopes) | set(decision.scopes))
-        await self.records.save_integration(record)
-
     # --- starting an authorization --------------------------------------------------------
 
     async def start_for_session(self, session: Session, return_to: str, kind: str) -> str | None:
         """Microsoft's URL for a signed-in user who asked to connect (or an admin to consent
         for the organization), under the policy in force; None when it cannot start."""
+        decision = await self.decision_now(session)
+        return await self._start(session, decision, return_to, kind=kind)
+
+    async def decision_now(self, session: Session) -> Decision:
+        """What the policy in force says for a signed-in user, as of now."""
         sign_in = SignIn(
             subject=session.subject,
             email=session.email,
@@ -178,38 +187,40 @@ class ConsentJourney:
             attributes={k: tuple(v) for k, v in session.attributes.items()},
         )
         integration = await self.records.integration(session.user_key)
-        decision = await self.evaluate(session, sign_in, integration)
-        return await self._start(session, decision, return_to, kind=kind)
+        return await self.evaluate(session, sign_in, integration)
 
     async def _start(
         self, session: Session, decision: Decision, return_to: str, kind: str
     ) -> str | None:
-        """Keep a sealed one-time state; the URL to send the browser to, or None."""
-        app = decision.app or self.default_app
-        client = self.clients[app]
-        state = secrets.token_urlsafe(32)
         authorization = decision.authorization
         pending = Pending(
             kind=kind,
             session_id=session.id,
             user_key=session.user_key,
-            app=app,
+            app=decision.app or self.default_app,
             return_to=return_to,
             scopes=list(decision.scopes),
             route=authorization.type,
             ews_url=getattr(authorization, "ews_url", None),
-            tenant_id=session.tenant_id,
+            tenant_id=self.tenant_for(session),
             flow=None,
             created=time.time(),
         )
+        return await self.begin(pending, login_hint=session.email)
+
+    async def begin(self, pending: Pending, login_hint: str | None = None) -> str | None:
+        """Keep `pending` sealed under a new one-time state; the URL to send the browser
+        to (Microsoft's admin consent for the admin kinds, else its authorize), or None."""
+        client = self.clients[pending.app]
+        state = secrets.token_urlsafe(32)
         try:
-            if kind == "admin":
+            if pending.kind in ADMIN_CONSENT_KINDS:
                 url = client.admin_consent_url(
-                    state=state, scopes=list(decision.scopes), tenant=session.tenant_id
+                    state=state, scopes=pending.scopes, tenant=pending.tenant_id
                 )
             else:
                 pending.flow = await client.start_authorization(
-                    list(decision.scopes), state=state, login_hint=session.email
+                    pending.scopes, state=state, login_hint=login_hint
                 )
                 url = pending.flow["auth_uri"]
             await self._keep(state, pending)
@@ -268,4 +279,4 @@ def _state_key(state: str) -> str:
     return hashlib.sha256(state.encode()).hexdigest()
 
 
-__all__ = ["STATES", "ConsentJourney", "Pending"]
+__all__ = ["ADMIN_CONSENT_KINDS", "STATES", "ConsentJourney", "Pending"]

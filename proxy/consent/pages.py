@@ -5,6 +5,8 @@
     POST {prefix}admin-consent   an administrator consents for the organization (same)
     POST {prefix}disconnect      drop the user's tokens (same)
     GET  {prefix}admin-approval  "an administrator needs to approve this app"
+    GET  {prefix}admin-link      the link a user sends to an administrator (handoff.py)
+    POST {prefix}admin-link      the administrator approves for the organization (same)
     GET  {prefix}callback        back from Microsoft (callback.py)
 
 Anything else under the prefix, a known path asked with another method (HEAD included)
@@ -19,6 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,6 +30,7 @@ from starlette.routing import Match, Route, Router, request_response
 from proxy.asgi import Message, Receive, Scope, Send
 from proxy.consent.callback import Callback
 from proxy.consent.forms import Csrf, query
+from proxy.consent.handoff import AdminLinks
 from proxy.consent.integration import Integration
 from proxy.consent.journey import ConsentJourney
 from proxy.consent.next_url import safe_next
@@ -34,8 +38,10 @@ from proxy.consent.render import (
     ADMIN_NEEDED,
     ADMIN_NEEDED_TEXT,
     content_security_policy,
+    in_words,
     not_found,
     page,
+    redirect,
     refused,
     render,
     to_microsoft,
@@ -43,6 +49,7 @@ from proxy.consent.render import (
 )
 from proxy.identity.session import Session, request_state
 from proxy.ops import metrics
+from proxy.policy import Decision
 from proxy.store import StoreError
 from proxy.store.vault import VaultError
 
@@ -56,6 +63,8 @@ STATUS_TEXT = {
     "admin_approval_required": "Waiting for an administrator's approval",
     "reconsent_required": "Needs to be connected again",
 }
+
+DONE = {"disconnected": "Disconnected. The app no longer receives your Office 365 access."}
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -84,7 +93,8 @@ class ReservedPages:
         self.records = journey.records
         self.prefix = prefix = journey.prefix
         self.csrf = Csrf(journey.settings.tokens.encryption_keys[0].reveal())
-        callback = Callback(journey, self.csrf)
+        self.links = AdminLinks(journey)
+        callback = Callback(journey, self.csrf, self.links)
         authorities = (app.authority_host for app in journey.settings.microsoft_apps.values())
         self.csp = content_security_policy(authorities).encode()
         self.router = Router(
@@ -95,6 +105,8 @@ class ReservedPages:
                 OneMethod(f"{prefix}admin-consent", "POST", self.admin_consent),
                 OneMethod(f"{prefix}disconnect", "POST", self.disconnect),
                 OneMethod(f"{prefix}admin-approval", "GET", self.admin_approval),
+                OneMethod(f"{prefix}admin-link", "GET", self.links.show),
+                OneMethod(f"{prefix}admin-link", "POST", self.links.start),
                 OneMethod(f"{prefix}callback", "GET", callback.handle),
             ],
             redirect_slashes=False,  # "callback/" is not the callback
@@ -126,7 +138,18 @@ class ReservedPages:
             )
         integration = await self.records.integration(session.user_key)
         context = self._manage_context(session, integration, next_url)
+        decision = await self.journey.decision_now(session)
+        connected = integration.status == "connected"
+        scopes = integration.granted_scopes if connected else decision.scopes
+        context["permissions"] = in_words(scopes)
+        if not connected and _needs_admin(integration, decision):
+            context["admin_link"] = self._admin_link(session, decision)
+        context["message"] = DONE.get(query(request).get("done", ""))
         return render(request, 200, "manage.html", context)
+
+    def _admin_link(self, session: Session, decision: Decision) -> str:
+        app = decision.app or self.journey.default_app
+        return self.links.url(self.journey.tenant_for(session), app, list(decision.scopes))
 
     def _manage_context(
         self, session: Session, integration: Integration, next_url: str
@@ -148,6 +171,8 @@ class ReservedPages:
             "prefix": self.prefix,
             "next": next_url,
             "message": None,
+            "permissions": [],
+            "admin_link": None,
         }
 
     # --- the forms ------------------------------------------------------------------------
@@ -180,14 +205,16 @@ class ReservedPages:
         integration.connected_at = None
         await self.records.save_integration(integration)
         log.info("user %s disconnected Office 365", session.user_key)
-        context = self._manage_context(session, integration, "/")
-        context["message"] = "Disconnected. The app no longer receives your Office 365 access."
-        return render(request, 200, "manage.html", context)
+        next_url = safe_next(fields.get("next"), self.journey.public_origin)
+        return redirect(f"{self.prefix}?{urlencode({'done': 'disconnected', 'next': next_url})}")
 
     # --- the admin approval notice --------------------------------------------------------
 
     async def admin_approval(self, request: Request) -> Response:
         session = request_state(request.scope).session
+        admin_link = None
+        if session is not None:
+            admin_link = self._admin_link(session, await self.journey.decision_now(session))
         return page(
             request,
             200,
@@ -197,7 +224,15 @@ class ReservedPages:
             admin_options=True,
             csrf=self.csrf.token(session) if session else None,
             prefix=self.prefix,
+            admin_link=admin_link,
         )
+
+
+def _needs_admin(integration: Integration, decision: Decision) -> bool:
+    """Whether only an administrator can get this user connected now."""
+    return integration.status == "admin_approval_required" or bool(
+        {"tenant_waiting_for_admin", "admin_only_tenant_not_consented"} & set(decision.codes)
+    )
 
 
 def _counted(send: Send, csp: bytes) -> Send:

@@ -35,6 +35,27 @@ ADMIN_NEEDED_TEXT = (
 )
 
 
+# What a permission lets the app do, in the words the pages use.
+PERMISSION_WORDS = {
+    "calendars.read": "read your calendar",
+    "calendars.readwrite": "read and change your calendar",
+    "contacts.read": "read your contacts",
+    "contacts.readwrite": "read and change your contacts",
+    "mail.read": "read your mail",
+    "user.read": "see your name and email address",
+    "ews.accessasuser.all": "read and change your mailbox through Exchange Web Services "
+    "(Microsoft grants Exchange Web Services only as access to the whole mailbox)",
+}
+RESERVED = frozenset({"openid", "profile", "offline_access", "email"})
+
+
+def in_words(scopes: Iterable[str]) -> list[str]:
+    """What the permissions let the app do, in plain words (an unknown one by its name)."""
+    names = (scope.rsplit("/", 1)[-1] for scope in scopes)
+    words = [PERMISSION_WORDS.get(n.lower(), n) for n in names if n.lower() not in RESERVED]
+    return list(dict.fromkeys(words))
+
+
 def content_security_policy(form_targets: Iterable[str]) -> str:
     """The pages' policy, with the origins a form's redirect may lead to (Microsoft's)."""
     extra = " ".join(sorted(set(form_targets)))
@@ -61,6 +82,9 @@ def page(
         "prefix": "/",
         "code": None,
         "correlation_id": None,
+        "permissions": None,
+        "approve_link": None,
+        "admin_link": None,
     }
     context.update(extra)
     return render(request, status, "message.html", context)
@@ -115,6 +139,7 @@ __all__ = [
     "ADMIN_NEEDED_TEXT",
     "CSP",
     "content_security_policy",
+    "in_words",
     "not_found",
     "page",
     "redirect",

@@ -5,11 +5,12 @@ their tenant, and the time go in; a `Decision` comes out, with an
 action (``pass``, ``consent`` or ``admin_approval_notice``) and machine-readable reasons.
 First the prompt mode says whether to ask: ``never`` never does; ``every_sign_in`` asks
 until the user is connected with every scope the rule asks for; ``first_sign_in`` asks a
-user who was never asked, and never again after a decline, a failure or an abandoned
-consent page. Both ask again when the grant broke (``reconsent_required``) or when the
-last attempt needed an admin; a connected user whose grant lacks scopes the rule now asks
-for is asked again for the full set (incremental consent) by ``every_sign_in`` at each
-sign-in and by ``first_sign_in`` once, unless those scopes are in `prompted_scopes`.
+user who was never asked, and never again after a decline or a failure (a consent page
+left unanswered is no answer: the user is still "not yet asked"). Both ask again when
+the grant broke (``reconsent_required``) or when the last attempt needed an admin; a
+connected user whose grant lacks scopes the rule now asks for is asked again for the
+full set (incremental consent) by ``every_sign_in`` at each sign-in and by
+``first_sign_in`` once, unless those scopes are in `prompted_scopes`.
 Then the tenant has its say: once an admin consented, the user goes to Microsoft (no
 consent screen will show); while the tenant waits for an admin (`approval_required_until`
 in the future) nobody is sent into a screen that would fail; with ``user_consent:
