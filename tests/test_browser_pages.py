@@ -242,3 +242,28 @@ def test_carol_declines_her_mailbox_then_connects(browser: Browser) -> None:
     assert "Exchange Web Services" in page.inner_text("#permissions")  # type: ignore[attr-defined]
     manage = {"Connect Office 365": "microsoft authorize", "Back to the app": "app"}
     click_every_control(browser, signed_in_at(base, "carol", PREFIX), manage)
+
+
+def test_bobs_administrator_approves_through_the_link(
+    browser: Browser, demo: tuple[str, Path]
+) -> None:
+    """The demo table's promise: bob sends the link, the administrator approves in their
+    own browser, and bob's next sign-in connects him without a consent screen."""
+    base = browser.base
+    page = browser.page()
+    signed_in_at(base, "bob", PREFIX)(page)
+    link = page.get_attribute("#admin-link", "href")  # type: ignore[attr-defined]
+
+    admin = browser.page()  # cookies cleared: the administrator's own browser
+    admin.goto(link)  # type: ignore[attr-defined]
+    press(admin, "text=Approve for the organization at Microsoft")
+    answer_microsoft(admin, "accept", account="admin@fabrikam.example")
+    if at_microsoft(admin):  # who approved: Microsoft asks which account
+        press(admin, "button[value='admin@fabrikam.example']")
+    assert admin.inner_text("h1") == "Approved for your organization"  # type: ignore[attr-defined]
+    assert "given by admin@fabrikam.example" in (demo[1] / "demo.log").read_text()
+
+    bob = browser.page()
+    sign_in(bob, base, "bob")
+    assert bob.inner_text("#integration") == "connected"  # type: ignore[attr-defined]
+    assert bob.locator("#events li").count() > 0  # type: ignore[attr-defined]

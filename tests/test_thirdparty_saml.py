@@ -20,15 +20,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from proxy.demo.microsoft import DEMO_APP_ID, DEMO_APP_SECRET, MicrosoftStandIn, demo_app
-from proxy.store.vault import new_key
+from proxy.demo.microsoft import MicrosoftStandIn, demo_app
 
 from .fixtures.chromium import EXTRA
+from .fixtures.standin import microsoft_sections
 from .servers import ProxyProcess, ThreadServer, free_port, running
 from .stored import session_settings
 from .thirdparty.saml_idp import DISPLAY_NAME, MAIL, PySamlIdp
 from .thirdparty.saml_sp import COOKIE, ENTITY, PySamlSp
-from .tls import https_server, https_url
+from .tls import https_server
 
 pytest.importorskip("playwright.sync_api", reason=EXTRA)
 
@@ -95,15 +95,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 ]
             },
             "policy": str(work / "policy.yaml"),
-            "microsoft_apps": {
-                "default": {
-                    "client_id": DEMO_APP_ID,
-                    "client_secret": {"value": DEMO_APP_SECRET},
-                    "authority_host": https_url(standin_server),
-                    "ca_file": str(ca_file),
-                }
-            },
-            "tokens": {"encryption_keys": [{"value": new_key()}]},
+            **microsoft_sections(standin_server, ca_file),
         }
         proxy.config_path.write_text(json.dumps(config))
         with running(proxy):
