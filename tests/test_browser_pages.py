@@ -24,6 +24,7 @@ PREFIX = "/.consent-proxy/"
 MICROSOFT = re.compile(r"^https://127\.0\.0\.1:\d+/")
 ADMIN_CONSENT_BUTTON = "I'm the admin and I'm consenting on behalf of the company"
 ADMIN_LINK = "<the admin link>"
+ADMIN_NEEDED = "An administrator needs to approve this app"
 
 Page = object  # a playwright Page (the tests stay untyped against playwright)
 Reach = Callable[[Page], None]
@@ -180,6 +181,11 @@ def test_pages_without_a_session(browser: Browser) -> None:
     )
     garbage = signed_out_at(base, PREFIX + "admin-link?t=forged.link")
     assert click_every_control(browser, garbage, back) == "This approval link is not valid"
+    notice = signed_out_at(base, PREFIX + "admin-approval?next=/")
+    assert click_every_control(browser, notice, back) == ADMIN_NEEDED
+    stale = signed_out_at(base, PREFIX + "callback?state=forged&code=x")
+    later = {**back, "Connect later": "connection page"}
+    assert click_every_control(browser, stale, later) == "This link has expired or was already used"
 
 
 def test_alice_declined_then_connected(browser: Browser) -> None:
@@ -209,11 +215,18 @@ def test_bob_needs_an_administrator(browser: Browser) -> None:
         ADMIN_CONSENT_BUTTON: "microsoft admin consent",
     }
     reach = from_sign_in(base, "bob", "back")
-    assert click_every_control(browser, reach, approval) == (
-        "An administrator needs to approve this app"
-    )
+    assert click_every_control(browser, reach, approval) == ADMIN_NEEDED
     notice = signed_in_at(base, "bob", PREFIX + "admin-approval?next=/")
     click_every_control(browser, notice, approval)
+
+    def refused(page: Page) -> None:  # bob presses the admin's button himself
+        notice(page)
+        press(page, f'button:has-text("{ADMIN_CONSENT_BUTTON}")')
+        answer_microsoft(page, "back", account="bob@fabrikam.example")
+
+    refusal = {"Continue to the app": "app", "Connect later": "connection page"}
+    title = click_every_control(browser, refused, refusal)
+    assert title == "Your organization's approval did not go through"
     manage = {
         "Connect Office 365": "microsoft authorize",
         ADMIN_LINK: "admin link page",
@@ -231,6 +244,9 @@ def test_bob_needs_an_administrator(browser: Browser) -> None:
     }
     title = click_every_control(browser, lambda page: page.goto(link), admin_page)  # type: ignore[attr-defined]
     assert title == "Approve this app for your organization"
+    shown = browser.page()
+    shown.goto(link)  # type: ignore[attr-defined]
+    assert "read your calendar" in shown.inner_text("main")  # type: ignore[attr-defined]
 
 
 def test_carol_declines_her_mailbox_then_connects(browser: Browser) -> None:
@@ -261,7 +277,10 @@ def test_bobs_administrator_approves_through_the_link(
     if at_microsoft(admin):  # who approved: Microsoft asks which account
         press(admin, "button[value='admin@fabrikam.example']")
     assert admin.inner_text("h1") == "Approved for your organization"  # type: ignore[attr-defined]
+    assert controls(admin) == ["Continue to the app"]
     assert "given by admin@fabrikam.example" in (demo[1] / "demo.log").read_text()
+    press(admin, "text=Continue to the app")
+    assert landing(admin, base) == "app"
 
     bob = browser.page()
     sign_in(bob, base, "bob")

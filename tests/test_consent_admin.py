@@ -307,3 +307,48 @@ def test_abandoned_consent_leaves_the_user_not_yet_asked(person: Person) -> None
     assert record is not None and record["prompted_before"] is True
     third = another(env).sign_in(user_id(ALICE, "mode-first_sign_in"))
     assert third.status_code == 303 and third.headers["location"] == "/home"
+
+
+# --- the connection page ---------------------------------------------------------------------
+
+
+def test_connection_page_says_what_is_shared_and_who_can_help(person: Person) -> None:
+    env = person.env
+    first = person.sign_in(user_id(ALICE, "mode-every_sign_in"))
+    person.get(person.answer(first, "cancel"))
+    page = person.get(f"{PREFIX}?next=/calendar")
+    assert "Not connected (you declined)" in page.text
+    assert "If you connect, you allow the app to:" in page.text
+    assert "<li>read your calendar</li>" in page.text and "<li>read your contacts</li>" in page.text
+    assert "Reference: AADSTS65004" in page.text and "Last Microsoft answer" not in page.text
+    assert 'id="admin-link"' not in page.text and "admin-consent" not in page.text
+    assert '<input type="hidden" name="next" value="/calendar">' in page.text
+
+    bob = another(env)
+    needs_admin(bob)
+    page = bob.get(PREFIX)
+    assert 'id="admin-link"' in page.text and f'action="{PREFIX}admin-consent"' in page.text
+    assert "Send this link to an administrator" in page.text
+
+    carol = another(env)
+    carol.sign_in(user_id(shared.CAROL, "hybrid"))
+    page = carol.get(PREFIX)
+    assert "through Exchange Web Services" in page.text
+
+
+def test_disconnect_returns_to_where_the_user_was(person: Person) -> None:
+    first = person.sign_in(user_id(ALICE, "mode-every_sign_in"))
+    person.get(person.answer(first))
+    for asked, kept in (("/calendar?week=2", "%2Fcalendar%3Fweek%3D2"), ("//evil.example", "%2F")):
+        page = person.get(f"{PREFIX}?next={quote(asked)}")
+        assert "Disconnect" in page.text
+        done = submit_form(person, page, "disconnect")
+        assert done.status_code == 303
+        assert done.headers["location"] == f"{PREFIX}?done=disconnected&next={kept}"
+        shown = person.get(done.headers["location"])
+        assert "Disconnected." in shown.text
+        person.get(person.answer(person.post(f"{PREFIX}connect", data=connect_form(shown))))
+
+
+def connect_form(page: httpx.Response) -> dict[str, str]:
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.text))
