@@ -23,6 +23,7 @@ import yaml
 from proxy.demo.users import FABRIKAM_TENANT_ID
 
 from . import test_consent as shared
+from .servers import free_port
 from .test_consent import (
     ALICE,
     FABRIKAM_ADMIN,
@@ -65,8 +66,17 @@ def close_browsers() -> Iterator[None]:
 def single_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     """The same servers, with an app registration for fabrikam's tenant only."""
     work = tmp_path_factory.mktemp("single-tenant")
-    with consent_env(work, app_tenant=FABRIKAM_TENANT_ID) as running_env:
+    ops = {"port": free_port()}  # the metrics: tenants waiting for an admin
+    with consent_env(work, app_tenant=FABRIKAM_TENANT_ID, ops=ops) as running_env:
         yield running_env
+
+
+def tenants_waiting(env: Env) -> float:
+    config = yaml.safe_load(env.proxy.config_path.read_text())
+    metrics = httpx.get(f"http://127.0.0.1:{config['ops']['port']}/metrics").text
+    found = re.search(r"^consent_proxy_tenants_waiting_admin (\S+)$", metrics, re.M)
+    assert found, metrics
+    return float(found[1])
 
 
 @pytest.fixture
@@ -126,12 +136,14 @@ def test_single_tenant_app_admin_link_then_bob_connects(single: Person) -> None:
     landed = needs_admin(single)
     tenant = env.record("tenant", FABRIKAM_TENANT_ID)
     assert tenant is not None and tenant["approval_required_until"] > time.time()
+    assert tenants_waiting(env) == 1
 
     done = approve_with_link(admin_link(landed), env)
     assert done.status_code == 200 and title(done) == "Approved for your organization"
     tenant = env.record("tenant", FABRIKAM_TENANT_ID)
     assert tenant is not None and tenant["admin_consented"] is True
     assert tenant["approval_required_until"] is None
+    assert tenants_waiting(env) == 0
     logs = env.proxy.logs()
     assert f"admin consent recorded for tenant {FABRIKAM_TENANT_ID}" in logs
     assert f"given by {FABRIKAM_ADMIN.email}" in logs
