@@ -246,7 +246,7 @@ def test_bob_needs_an_administrator(browser: Browser) -> None:
     assert title == "Approve this app for your organization"
     shown = browser.page()
     shown.goto(link)  # type: ignore[attr-defined]
-    assert "read your calendar" in shown.inner_text("main")  # type: ignore[attr-defined]
+    assert "read their calendar" in shown.inner_text("main")  # type: ignore[attr-defined]
 
 
 def test_carol_declines_her_mailbox_then_connects(browser: Browser) -> None:

@@ -119,7 +119,7 @@ def approve_with_link(link: str, env: Env) -> httpx.Response:
     admin = another(env)
     shown = admin.http.get(link)
     assert shown.status_code == 200 and title(shown) == "Approve this app for your organization"
-    assert "read your calendar" in shown.text and "read your contacts" in shown.text
+    assert "read their calendar" in shown.text and "read their contacts" in shown.text
     go = submit_form(admin, shown, "admin-link")
     assert go.status_code == 303 and "/v2.0/adminconsent?" in go.headers["location"]
     assert any(c.startswith("consent_proxy_admin=") for c in go.headers.get_list("set-cookie"))

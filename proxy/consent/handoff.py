@@ -119,11 +119,10 @@ class AdminLinks:
             "Approve this app for your organization",
             [
                 "Someone in your organization asks an administrator to approve this app's "
-                "access to Office 365. Once you approve, each user who connects allows the "
-                "app to:",
+                "access to Office 365. Once you approve, each user who connects lets the app:",
             ],
             next_url="/",
-            permissions=in_words(link.scopes),
+            permissions=in_words(link.scopes, whose="their"),
             approve_link=token,
             prefix=self.prefix,
         )

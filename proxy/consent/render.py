@@ -49,11 +49,12 @@ PERMISSION_WORDS = {
 RESERVED = frozenset({"openid", "profile", "offline_access", "email"})
 
 
-def in_words(scopes: Iterable[str]) -> list[str]:
-    """What the permissions let the app do, in plain words (an unknown one by its name)."""
+def in_words(scopes: Iterable[str], whose: str = "your") -> list[str]:
+    """What the permissions let the app do, in plain words (an unknown one by its name);
+    `whose="their"` for a page that speaks to an administrator about the users."""
     names = (scope.rsplit("/", 1)[-1] for scope in scopes)
     words = [PERMISSION_WORDS.get(n.lower(), n) for n in names if n.lower() not in RESERVED]
-    return list(dict.fromkeys(words))
+    return list(dict.fromkeys(w.replace("your ", f"{whose} ") for w in words))
 
 
 def content_security_policy(form_targets: Iterable[str]) -> str:
