@@ -103,16 +103,24 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 class Browsers:
-    """Fresh Chromium contexts, each a person's own browser; CSP is enforced."""
+    """Fresh Chromium contexts, each a person's own browser; CSP is enforced, and what
+    the console says about it is kept."""
 
     def __init__(self, chromium: object) -> None:
         self.chromium = chromium
         self.contexts: list[object] = []
+        self.violations: list[str] = []
 
     def new(self) -> Page:
         context = self.chromium.new_context()  # type: ignore[attr-defined]
         self.contexts.append(context)
-        return context.new_page()  # type: ignore[no-any-return]
+        page = context.new_page()
+        page.on("console", self._console)
+        return page  # type: ignore[no-any-return]
+
+    def _console(self, message: object) -> None:
+        if "Content Security Policy" in message.text:  # type: ignore[attr-defined]
+            self.violations.append(message.text)  # type: ignore[attr-defined]
 
     def close(self) -> None:
         for context in self.contexts:
@@ -124,6 +132,7 @@ def browsers(chromium: object) -> Iterator[Browsers]:
     people = Browsers(chromium)
     yield people
     people.close()
+    assert people.violations == []
 
 
 def settle(page: Page) -> None:
