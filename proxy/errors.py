@@ -18,15 +18,29 @@ class ConsentProxyError(Exception):
 
 
 class ConfigError(ConsentProxyError):
-    """The configuration cannot be used. `problems` holds one readable line per problem."""
+    """The configuration cannot be used. `problems` holds one readable line per problem;
+    `positions` the (line, column) in `source` of each, where known."""
 
     code = "invalid_config"
     title = "Invalid configuration"
 
-    def __init__(self, problems: list[str], source: str = "configuration") -> None:
+    def __init__(
+        self,
+        problems: list[str],
+        source: str = "configuration",
+        positions: list[tuple[int, int] | None] | None = None,
+    ) -> None:
         self.problems = problems
         self.source = source
+        self.positions = positions or [None] * len(problems)
         super().__init__(f"{source}: " + "; ".join(problems))
+
+    def lines(self) -> list[str]:
+        """`file:line:column: problem` (or `file: problem`), one per problem."""
+        return [
+            f"{self.source}:{at[0]}:{at[1]}: {problem}" if at else f"{self.source}: {problem}"
+            for problem, at in zip(self.problems, self.positions, strict=True)
+        ]
 
 
 class UpstreamError(ConsentProxyError):

@@ -40,9 +40,9 @@ def write(tmp_path: Path, text: str, name: str = "proxy.yaml") -> Path:
 
 def bad_config_lines(path: Path) -> list[str]:
     return [
-        f"{path}: listen.port: input should be greater than or equal to 1, got 0",
-        f"{path}: upstream.url: must be an http(s) URL, got 'localhost:8000'",
-        f"{path}: bogus: unknown key; allowed keys here: " + ", ".join(Settings.model_fields),
+        f"{path}:1:10: listen.port: input should be greater than or equal to 1, got 0",
+        f"{path}:2:12: upstream.url: must be an http(s) URL, got 'localhost:8000'",
+        f"{path}:3:1: bogus: unknown key; allowed keys here: " + ", ".join(Settings.model_fields),
     ]
 
 
@@ -70,20 +70,20 @@ def test_check_a_bad_file(tmp_path: Path) -> None:
     [
         (
             "upstream: {url: 'localhost:8000'}\n",
-            "upstream.url: must be an http(s) URL, got 'localhost:8000'",
+            ":1:12: upstream.url: must be an http(s) URL, got 'localhost:8000'",
         ),
         (
             "upstream:\n  url: http://a\n  url: http://b\n",
-            "line 3, column 3: not valid YAML: key 'url' is given twice",
+            ": line 3, column 3: not valid YAML: key 'url' is given twice",
         ),
         (
             "upstream: [\n",
-            "line 2, column 1: not valid YAML: expected the node content, but found '<stream end>'",
+            ": line 2, column 1: not valid YAML: expected the node content, but found '<stream end>'",
         ),
-        ("- upstream\n", "the top level must be a mapping of option: value"),
+        ("- upstream\n", ": the top level must be a mapping of option: value"),
         (
             "upstream: {url: 'http://a'}\nsession: {secrets: [{env: CONSENT_PROXY_TEST_UNSET}]}\n",
-            "session.secrets[0]: environment variable CONSENT_PROXY_TEST_UNSET is not set",
+            ":2:21: session.secrets[0]: environment variable CONSENT_PROXY_TEST_UNSET is not set",
         ),
     ],
     ids=["bad value", "duplicate key", "invalid yaml", "not a mapping", "unset secret"],
@@ -100,7 +100,7 @@ def test_check_prints_one_line_per_problem(
     assert main(["check", str(path)]) == 1
     out, err = capsys.readouterr()
     assert out == ""
-    assert err == f"{path}: {line}\n"
+    assert err == f"{path}{line}\n"
 
 
 def test_check_a_missing_file(tmp_path: Path) -> None:

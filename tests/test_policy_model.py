@@ -44,9 +44,9 @@ GRAMMAR_ERRORS: list[tuple[str, str, list[str]]] = [
         [
             "rules[0].match.email: unknown key; allowed keys here: "
             "email_domain, tenant_id, groups, attributes",
-            "rules[0].prompot: unknown key; allowed keys here: "
+            "rules[0].prompot: unknown key (did you mean 'prompt'?); allowed keys here: "
             "name, match, prompt, authorization, user_consent, app",
-            "defualts: unknown key; allowed keys here: version, defaults, rules",
+            "defualts: unknown key (did you mean 'defaults'?); allowed keys here: version, defaults, rules",
         ],
     ),
     (

@@ -9,7 +9,8 @@ secret field accepts ``{env: NAME}`` or ``{file: /run/secrets/name}`` as well as
 
 `yaml_reader` reads a YAML file within size, alias and nesting limits (config and
 policy alike); `loader` turns the config into settings (and describes errors by YAML
-path, also for the policy file);
+path, also for the policy file); `marks` finds where in the file each problem is (line,
+column, the path with map keys);
 `values` holds the shared value types (URLs, config-relative paths, secrets); one module
 per section: `server`, `upstream`, `sso`, `identity` (session, headers, assertion),
 `microsoft` (app registrations, consent, tokens, broker), `store`; `settings` joins them
@@ -27,6 +28,7 @@ from proxy.config.loader import (
     validate_model,
     yaml_path,
 )
+from proxy.config.marks import Marks, data_path, format_path, located
 from proxy.config.microsoft import (
     BrokerSettings,
     CertificateCredential,
@@ -88,6 +90,8 @@ from proxy.config.yaml_reader import (
     MAX_DEPTH,
     MAX_YAML_BYTES,
     parse_yaml,
+    parse_yaml_document,
+    read_yaml_document,
     read_yaml_file,
 )
 
@@ -124,6 +128,7 @@ __all__ = [
     "LinkBy",
     "ListenSettings",
     "LoggingSettings",
+    "Marks",
     "MicrosoftApp",
     "OidcEndpoint",
     "OpsSettings",
@@ -149,9 +154,14 @@ __all__ = [
     "UpstreamIdentityEndpoint",
     "UpstreamSettings",
     "UrlPath",
+    "data_path",
     "describe_errors",
+    "format_path",
     "load_settings",
+    "located",
     "parse_yaml",
+    "parse_yaml_document",
+    "read_yaml_document",
     "read_yaml_file",
     "settings_from_data",
     "validate_model",

@@ -7,6 +7,7 @@ descriptions.
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
@@ -14,8 +15,9 @@ from typing import Any, TypeVar, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from proxy.config.marks import data_path, format_path, located
 from proxy.config.settings import Settings
-from proxy.config.yaml_reader import read_yaml_file
+from proxy.config.yaml_reader import read_yaml_document
 from proxy.errors import ConfigError
 
 CONFIG_ENV = "CONSENT_PROXY_CONFIG"
@@ -29,8 +31,11 @@ def load_settings(path: Path | str | None = None) -> Settings:
         path = os.environ.get(CONFIG_ENV)
         if not path:
             raise ConfigError([f"no config file given: pass --config or set {CONFIG_ENV}"])
-    data = read_yaml_file(path)
-    return settings_from_data(data, str(path), base_dir=Path(path).resolve().parent)
+    data, marks = read_yaml_document(path)
+    try:
+        return settings_from_data(data, str(path), base_dir=Path(path).resolve().parent)
+    except ConfigError as exc:
+        raise located(exc, marks) from None
 
 
 def settings_from_data(
@@ -47,21 +52,35 @@ def validate_model(model: type[M], data: Any, source: str, base_dir: Path | None
     try:
         return model.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise ConfigError(describe_errors(model, exc.errors()), source) from None
+        raise ConfigError(describe_errors(model, exc.errors(), data), source) from None
 
 
-def describe_errors(model: type[BaseModel], errors: list[ErrorDetails]) -> list[str]:
+_NO_DATA: Any = object()
+
+
+def describe_errors(
+    model: type[BaseModel], errors: list[ErrorDetails], data: Any = _NO_DATA
+) -> list[str]:
+    """One line per problem, `path: what to do`. Given the data the errors are about,
+    the path is the one in the file (map keys included); else it is read off the model."""
     lines: list[str] = []
     for err in errors:
-        where, why = yaml_path(model, err["loc"]), _explain(model, err)
+        where, why = _where(model, err, data), _explain(model, err)
         line = f"{where}: {why}"
         if where == "(top level)" and why.split(": ", 1)[0].replace(".", "").isidentifier():
             line = why  # a cross-field rule names its own path
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            line = f"{yaml_path(model, (*err['loc'], 'type'))}: {_explain(model, err)}"
+            tag = {**err, "loc": (*err["loc"], "type"), "type": "missing"}
+            line = f"{_where(model, tag, data)}: {_explain(model, err)}"  # type: ignore[arg-type]
         if line not in lines:
             lines.append(line)
     return lines
+
+
+def _where(model: type[BaseModel], err: ErrorDetails, data: Any) -> str:
+    if data is _NO_DATA:
+        return yaml_path(model, err["loc"])
+    return format_path(data_path(data, err["loc"], missing=err["type"] == "missing"))
 
 
 def yaml_path(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
@@ -128,7 +147,7 @@ def _explain(model: type[BaseModel], err: ErrorDetails) -> str:
     if kind == "extra_forbidden":
         allowed = _allowed_keys(model, err["loc"][:-1])
         hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
-        return f"unknown key{hint}"
+        return f"unknown key{_did_you_mean(err['loc'][-1], allowed)}{hint}"
     if kind == "missing":
         return "is required"
     if kind == "union_tag_invalid":
@@ -145,6 +164,11 @@ def _explain(model: type[BaseModel], err: ErrorDetails) -> str:
         return f"must be a mapping of option: value, got {type(given).__name__}"
     msg = str(err["msg"])
     return f"{msg[0].lower()}{msg[1:]}, got {given!r}"
+
+
+def _did_you_mean(key: object, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:

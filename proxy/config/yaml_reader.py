@@ -23,6 +23,7 @@ import yaml
 from yaml.composer import ComposerError
 from yaml.nodes import MappingNode, Node, SequenceNode
 
+from proxy.config.marks import Marks, collect_marks
 from proxy.errors import ConfigError
 
 MAX_YAML_BYTES = 1024 * 1024
@@ -122,19 +123,33 @@ _BoundedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _
 
 
 def parse_yaml(text: str, source: str) -> Any:
+    return parse_yaml_document(text, source)[0]
+
+
+def parse_yaml_document(text: str, source: str) -> tuple[Any, Marks]:
+    """The data, and the line and column of each of its keys and list items (`marks`)."""
     if len(text) > MAX_YAML_BYTES:
         raise ConfigError([_too_large()], source)
+    loader = _BoundedLoader(text)
     try:
-        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+        node = loader.get_single_node()
+        data = None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         verdict = "refused" if isinstance(exc, YamlLimitError) else "not valid YAML"
         raise ConfigError([f"{where}{verdict}: {problem}"], source) from None
+    finally:
+        loader.dispose()
+    return data, collect_marks(node, data)
 
 
 def read_yaml_file(path: Path | str) -> Any:
+    return read_yaml_document(path)[0]
+
+
+def read_yaml_document(path: Path | str) -> tuple[Any, Marks]:
     path = Path(path)
     try:
         with path.open("rb") as file:
@@ -145,7 +160,7 @@ def read_yaml_file(path: Path | str) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError([f"cannot read the file: {reason}"], str(path)) from None
-    return parse_yaml(text, str(path))
+    return parse_yaml_document(text, str(path))
 
 
 def _too_large() -> str:

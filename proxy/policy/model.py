@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
-from proxy.config import describe_errors, read_yaml_file, yaml_path
+from proxy.config import describe_errors, located, read_yaml_document
 from proxy.errors import ConfigError
 from proxy.policy.values import (
     DEFAULTS_RULE,
@@ -190,7 +190,11 @@ class RuleSettings:
 
 def load_policy(path: Path | str) -> Policy:
     """Read and validate a policy file; raise ConfigError listing every problem."""
-    return policy_from_data(read_yaml_file(path), str(path))
+    data, marks = read_yaml_document(path)
+    try:
+        return policy_from_data(data, str(path))
+    except ConfigError as exc:
+        raise located(exc, marks) from None
 
 
 def policy_from_data(data: Any, source: str = "policy") -> Policy:
@@ -203,27 +207,8 @@ def policy_from_data(data: Any, source: str = "policy") -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe([_reword(err) for err in exc.errors()]), source) from None
-
-
-def _describe(errors: list[ErrorDetails]) -> list[str]:
-    """`describe_errors`, plus the attribute name for problems under `match.attributes`.
-
-    The shared helper reads a mapping key it has no model for as a union tag and leaves
-    it out; here the key is the attribute the admin wrote, so put it back.
-    """
-    lines: list[str] = []
-    for err in errors:
-        loc = err["loc"]
-        cut = loc.index("attributes") + 1 if "attributes" in loc[:-1] else len(loc)
-        line = describe_errors(Policy, [{**err, "loc": loc[:cut]}])[0]
-        where = yaml_path(Policy, loc[:cut])
-        if cut < len(loc) and line.startswith(f"{where}: "):
-            rest = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[cut:])
-            line = where + rest + line[len(where) :]
-        if line not in lines:
-            lines.append(line)
-    return lines
+        errors = [_reword(err) for err in exc.errors()]
+        raise ConfigError(describe_errors(Policy, errors, data), source) from None
 
 
 def _reword(err: ErrorDetails) -> ErrorDetails:
