@@ -19,6 +19,7 @@ from .fixtures.forwarding import (
     upstream_app,
 )
 from .fixtures.standin import browser, live, standin
+from .fixtures.state import state_dir
 
 __all__ = [
     "browser",
@@ -33,6 +34,7 @@ __all__ = [
     "raw_upstream",
     "refused_proxy",
     "standin",
+    "state_dir",
     "tag",
     "trusting_proxy",
     "upstream",

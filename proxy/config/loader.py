@@ -25,32 +25,43 @@ CONFIG_ENV = "CONSENT_PROXY_CONFIG"
 M = TypeVar("M", bound=BaseModel)
 
 
-def load_settings(path: Path | str | None = None) -> Settings:
-    """Load and validate the config file; raise ConfigError listing every problem."""
+def load_settings(path: Path | str | None = None, state_dir: Path | None = None) -> Settings:
+    """Load and validate the config file; raise ConfigError listing every problem.
+    `state_dir` (the `--state-dir` flag) wins over the file's and the environment's."""
     if path is None:
         path = os.environ.get(CONFIG_ENV)
         if not path:
             raise ConfigError([f"no config file given: pass --config or set {CONFIG_ENV}"])
     data, marks = read_yaml_document(path)
     try:
-        return settings_from_data(data, str(path), base_dir=Path(path).resolve().parent)
+        base_dir = Path(path).resolve().parent
+        return settings_from_data(data, str(path), base_dir=base_dir, state_dir=state_dir)
     except ConfigError as exc:
         raise located(exc, marks) from None
 
 
 def settings_from_data(
-    data: Any, source: str = "configuration", base_dir: Path | None = None
+    data: Any,
+    source: str = "configuration",
+    base_dir: Path | None = None,
+    state_dir: Path | None = None,
 ) -> Settings:
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(["the top level must be a mapping of option: value"], source)
-    return validate_model(Settings, data, source, base_dir)
+    return validate_model(Settings, data, source, base_dir, {"state_dir": state_dir})
 
 
-def validate_model(model: type[M], data: Any, source: str, base_dir: Path | None = None) -> M:
+def validate_model(
+    model: type[M],
+    data: Any,
+    source: str,
+    base_dir: Path | None = None,
+    context: dict[str, Any] | None = None,
+) -> M:
     try:
-        return model.model_validate(data, context={"base_dir": base_dir})
+        return model.model_validate(data, context={**(context or {}), "base_dir": base_dir})
     except ValidationError as exc:
         raise ConfigError(describe_errors(model, exc.errors(), data), source) from None
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import model_validator
+from pydantic import ValidationInfo, model_validator
 
 from proxy.config.identity import AssertionSettings, HeaderNames, SessionSettings
 from proxy.config.microsoft import BrokerSettings, ConsentSettings, MicrosoftApp, TokenSettings
 from proxy.config.server import ListenSettings, LoggingSettings, OpsSettings, ServerSettings
 from proxy.config.sso import OidcEndpoint, SsoSettings
+from proxy.config.state import SQLITE_FILE, state_dir_for
 from proxy.config.store import SqliteStore, StoreSettings
 from proxy.config.upstream import UpstreamSettings
-from proxy.config.values import ConfigFile, IpNetwork, OriginUrl, StrictModel
+from proxy.config.values import ConfigFile, ConfigPath, IpNetwork, OriginUrl, StrictModel
 
 
 class Settings(StrictModel):
@@ -31,6 +32,18 @@ class Settings(StrictModel):
     headers: HeaderNames = HeaderNames()
     assertion: AssertionSettings = AssertionSettings()
     broker: BrokerSettings = BrokerSettings()
+    # The folder for state (the SQLite store unless store.path says otherwise); see state.py.
+    state_dir: ConfigPath | None = None
+
+    @model_validator(mode="after")
+    def _state_in_its_folder(self, info: ValidationInfo) -> Settings:
+        """Fill in the state folder (flag, file, environment, platform) and the SQLite file."""
+        folder = state_dir_for((info.context or {}).get("state_dir"), self.state_dir)
+        object.__setattr__(self, "state_dir", folder)  # frozen: this is still construction
+        if isinstance(self.store, SqliteStore) and self.store.path is None:
+            store = self.store.model_copy(update={"path": folder / SQLITE_FILE})
+            object.__setattr__(self, "store", store)
+        return self
 
     @model_validator(mode="after")
     def _consent_needs(self) -> Settings:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -14,7 +13,8 @@ from proxy.config.values import ConfigFile, ConfigPath, Secret, StrictModel
 
 class SqliteStore(StrictModel):
     type: Literal["sqlite"] = "sqlite"
-    path: ConfigPath = Path("consent-proxy.sqlite3")
+    # None: consent-proxy.sqlite3 in the state folder (Settings fills it in).
+    path: ConfigPath | None = None
     # Expired rows (sessions, one-time states, replay keys) are deleted this often.
     purge_interval: Annotated[float, Field(ge=1, le=86400)] = 300.0
 

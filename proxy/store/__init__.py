@@ -77,9 +77,11 @@ class Store(Protocol):
 def open_store(settings: StoreSettings) -> Store:
     """The store the settings name; an unknown kind is a loud error, never a fallback."""
     if settings.type == "sqlite":
+        from proxy.config.state import SQLITE_FILE, state_dir_for
         from proxy.store.sqlite import SqliteStore
 
-        return SqliteStore(settings.path, settings.purge_interval)
+        path = settings.path or state_dir_for(None, None) / SQLITE_FILE
+        return SqliteStore(path, settings.purge_interval)
     if settings.type == "redis":
         from proxy.store.redis import RedisStore
 

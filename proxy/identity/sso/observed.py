@@ -89,7 +89,8 @@ async def observed_warnings(settings: Settings) -> list[str]:
     ]
     if not endpoints:
         return []
-    if isinstance(settings.store, SqliteStore) and not settings.store.path.exists():
+    sqlite = settings.store if isinstance(settings.store, SqliteStore) else None
+    if sqlite is not None and (sqlite.path is None or not sqlite.path.exists()):
         return []  # the proxy has not run with this store yet: nothing seen, nothing made
     found = []
     store = open_store(settings.store)
