@@ -129,14 +129,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _policy_for(settings: Settings) -> None:
-    from proxy.policy.model import load_checked_policy
+    from proxy.policy.findings import load_checked_policy
 
     assert settings.policy is not None
     load_checked_policy(settings.policy, settings.microsoft_apps)
 
 
 def _check(args: argparse.Namespace) -> int:
-    from proxy.policy.model import check_apps, load_policy, policy_warnings
+    from proxy.policy.findings import check_apps, policy_warnings
+    from proxy.policy.model import load_policy
 
     if args.config is None and args.policy is None:
         print("check: give a config file, --policy FILE, or both", file=sys.stderr)

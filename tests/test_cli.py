@@ -78,7 +78,8 @@ def test_check_a_bad_file(tmp_path: Path) -> None:
         ),
         (
             "upstream: [\n",
-            ": line 2, column 1: not valid YAML: expected the node content, but found '<stream end>'",
+            ": line 2, column 1: not valid YAML: expected the node content, "
+            "but found '<stream end>'",
         ),
         ("- upstream\n", ": the top level must be a mapping of option: value"),
         (

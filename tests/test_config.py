@@ -208,7 +208,8 @@ BAD_VALUES = {
     "nested unknown key": (
         "upstream: {url: 'http://a', tiemouts: {read: 1}}",
         [
-            "upstream.tiemouts: unknown key (did you mean 'timeouts'?); allowed keys here: url, preserve_host, "
+            "upstream.tiemouts: unknown key (did you mean 'timeouts'?); "
+            "allowed keys here: url, preserve_host, "
             "tls_verify, ca_file, timeouts, pool"
         ],
     ),
@@ -231,7 +232,9 @@ def test_each_problem_is_one_line_naming_its_path(
 
 def test_an_unknown_top_level_key_lists_the_allowed_ones(tmp_path: Path) -> None:
     path = write(tmp_path, "upstream: {url: 'http://a'}\nlistn: {port: 1}\n")
-    assert problems(path) == [f"listn: unknown key (did you mean 'listen'?); allowed keys here: {top_level_keys()}"]
+    assert problems(path) == [
+        f"listn: unknown key (did you mean 'listen'?); allowed keys here: {top_level_keys()}"
+    ]
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
@@ -372,7 +375,10 @@ BAD_SECRETS = {
     ),
     "unknown source": (
         "{vault: kv/session}",
-        ["session.secrets[0].vault: unknown key (did you mean 'value'?); allowed keys here: env, file, value"],
+        [
+            "session.secrets[0].vault: unknown key (did you mean 'value'?); "
+            "allowed keys here: env, file, value"
+        ],
     ),
 }
 

@@ -46,7 +46,8 @@ GRAMMAR_ERRORS: list[tuple[str, str, list[str]]] = [
             "email_domain, tenant_id, groups, attributes",
             "rules[0].prompot: unknown key (did you mean 'prompt'?); allowed keys here: "
             "name, match, prompt, authorization, user_consent, app",
-            "defualts: unknown key (did you mean 'defaults'?); allowed keys here: version, defaults, rules",
+            "defualts: unknown key (did you mean 'defaults'?); "
+            "allowed keys here: version, defaults, rules",
         ],
     ),
     (
@@ -308,7 +309,7 @@ def test_warnings_exact() -> None:
           - name: sales
             match: {groups: [Sales]}
             prompt: every_sign_in
-          - name: sales
+          - name: sales-again
             match: {groups: [Sales]}
             prompt: never
           - name: plain
@@ -327,15 +328,117 @@ def test_warnings_exact() -> None:
         "(phased from 2026-10-01, off on 2027-04-01); use type graph",
         "rules[3].authorization.ews_url: EWS in Exchange Online is being switched off "
         "(phased from 2026-10-01, off on 2027-04-01); use type graph",
-        'rules[1] "sales": has the same match as rules[0] "sales", so it can never match',
+        'rules[1] "sales-again": has the same match as rules[0] "sales", so it can never match',
         'rules[3] "everyone": matches everyone, so the rules after it can never match '
         '(rules[4] "late"); move it last',
-        'rules[1] "sales": rules[0] has the same name; names identify rules in explain '
-        "output and metrics, make them unique",
         'rules[2] "plain": applies the same settings as the defaults: it only keeps the '
         "users it matches away from the rules after it",
         'rules[4] "late": applies the same settings as the defaults: it has no effect, remove it',
     ]
+
+
+def test_duplicate_rule_names_are_an_error() -> None:
+    text = """
+        version: 1
+        rules:
+          - name: sales
+            match: {groups: [Sales]}
+          - name: other
+            match: {groups: [Other]}
+          - name: sales
+            match: {groups: [Marketing]}
+        """
+    assert problems(text) == [
+        "rules[2].name: 'sales' is already the name of rules[0]; names identify rules in "
+        "explain output and metrics, make them unique"
+    ]
+
+
+def test_a_rule_whose_users_an_earlier_rule_takes_is_reported() -> None:
+    loaded = policy(
+        """
+        version: 1
+        rules:
+          - name: sales
+            match: {groups: [Sales, Marketing]}
+            prompt: every_sign_in
+          - name: sales-eu
+            match: {groups: [Sales], attributes: {region: [EU]}}
+            prompt: never
+          - name: contoso
+            match:
+              email_domain: ["*.contoso.com"]
+              tenant_id: [72f988bf-86f1-41af-91ab-2d7cd011db47]
+            prompt: never
+          - name: eu-contoso
+            match:
+              email_domain: [eu.contoso.com, "*.fr.contoso.com"]
+              tenant_id: [72f988bf-86f1-41af-91ab-2d7cd011db47]
+            prompt: every_sign_in
+          - name: any-contoso
+            match: {email_domain: [eu.contoso.com, fabrikam.com]}
+            prompt: every_sign_in
+          - name: staff
+            match: {groups: [Staff, Sales]}
+            prompt: never
+        """
+    )
+    assert policy_warnings(loaded) == [
+        'rules[1] "sales-eu": every user it matches is matched first by rules[0] "sales", '
+        'so it can never match; move it above, or narrow rules[0] "sales"',
+        'rules[3] "eu-contoso": every user it matches is matched first by rules[2] "contoso", '
+        'so it can never match; move it above, or narrow rules[2] "contoso"',
+    ]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Sales.*",
+        "^Sales",
+        "Sales$",
+        "Sales|Marketing",
+        "(Sales|Marketing)",
+        "[SM]ales",
+        "Sales*",
+        "*Sales",
+        r"Sales\d",
+    ],
+)
+def test_a_value_that_looks_like_a_pattern_is_a_warning(value: str) -> None:
+    loaded = policy(
+        f"""
+        version: 1
+        rules:
+          - name: sales
+            match:
+              groups: [Staff, '{value}']
+              attributes: {{department: ['{value}']}}
+            prompt: never
+        """
+    )
+    how = (
+        "looks like a pattern, but values are compared exactly and case-sensitively (no "
+        "regular expressions, no wildcards): list each accepted value instead"
+    )
+    assert policy_warnings(loaded) == [
+        f"rules[0].match.groups: {value!r} {how}",
+        f"rules[0].match.attributes.department: {value!r} {how}",
+    ]
+
+
+@pytest.mark.parametrize("value", ["Sales", "Sales & Marketing", "R&D", "sales.eu", "C++ team"])
+def test_plain_values_are_not_patterns(value: str) -> None:
+    loaded = policy(
+        f"""
+        version: 1
+        rules:
+          - name: sales
+            match: {{groups: ['{value}']}}
+            prompt: never
+        """
+    )
+    assert policy_warnings(loaded) == []
 
 
 def test_catch_all_last_is_fine() -> None:

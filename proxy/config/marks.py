@@ -118,9 +118,7 @@ _PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 def parse_path(text: str) -> KeyPath:
     """``rules[1].match.groups`` -> ("rules", 1, "match", "groups")."""
-    return tuple(
-        int(index) if index else name for name, index in _PART.findall(text)
-    )
+    return tuple(int(index) if index else name for name, index in _PART.findall(text))
 
 
 def located(exc: ConfigError, marks: Marks) -> ConfigError:

@@ -1,7 +1,7 @@
 """The prompt policy, pure: who is asked to connect Office 365, when, and for what.
 
 `values` parses strictly what admins and users write; `model` is the policy file's
-grammar (a pydantic model), its loading and the checks beyond validity; `matching` finds
+grammar (a pydantic model) and its loading; `findings` the checks beyond validity; `matching` finds
 the rule for a user; `evaluate` turns that rule and the state of the user's integration
 and tenant into a decision with machine-readable reasons; `explain` shows that decision,
 as text and JSON; `file` keeps the policy in force, reloaded when its file changes. The
@@ -12,6 +12,7 @@ only I/O is reading the policy file, and the only project imports are `proxy.con
 from proxy.policy.evaluate import STATUSES as STATUSES
 from proxy.policy.evaluate import Decision, IntegrationState, Reason, TenantState, evaluate
 from proxy.policy.explain import explain, explain_json
+from proxy.policy.findings import check_apps, load_checked_policy, policy_warnings
 from proxy.policy.matching import (
     CriterionCheck,
     PolicyUser,
@@ -27,10 +28,8 @@ from proxy.policy.model import (
     Policy,
     Rule,
     RuleSettings,
-    check_apps,
     load_policy,
     policy_from_data,
-    policy_warnings,
 )
 from proxy.policy.values import DEFAULTS_RULE, GRAPH_SCOPES, email_domain
 
@@ -57,6 +56,7 @@ __all__ = [
     "evaluate",
     "explain",
     "explain_json",
+    "load_checked_policy",
     "load_policy",
     "policy_from_data",
     "policy_warnings",

@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from proxy.errors import ConfigError
-from proxy.policy.model import Policy, load_checked_policy
+from proxy.policy.findings import load_checked_policy
+from proxy.policy.model import Policy
 
 log = logging.getLogger("consent_proxy.policy")
 

@@ -30,13 +30,12 @@ the defaults apply. Graph scope names are checked against `GRAPH_SCOPES` (the sh
 or the full ``https://graph.microsoft.com/Name`` form, any case); ``openid``, ``profile``
 and ``offline_access`` are added automatically and may not be listed.
 
-Beyond validity, `check_apps` checks the app registrations named against the proxy config,
-and `policy_warnings` points out rules that are probably mistakes.
+Rule names are unique. Beyond validity, `proxy.policy.findings` checks the app registrations
+named against the proxy config and points out rules that are probably mistakes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -48,7 +47,6 @@ from pydantic_core import ErrorDetails
 from proxy.config import describe_errors, located, read_yaml_document
 from proxy.errors import ConfigError
 from proxy.policy.values import (
-    DEFAULTS_RULE,
     EWS_PERMISSION,
     AppName,
     AttributeMap,
@@ -205,10 +203,28 @@ def policy_from_data(data: Any, source: str = "policy") -> Policy:
             ["the top level must be a mapping with version, defaults and rules"], source
         )
     try:
-        return Policy.model_validate(data)
+        policy = Policy.model_validate(data)
     except ValidationError as exc:
         errors = [_reword(err) for err in exc.errors()]
         raise ConfigError(describe_errors(Policy, errors, data), source) from None
+    duplicates = _duplicate_names(policy)
+    if duplicates:
+        raise ConfigError(duplicates, source)
+    return policy
+
+
+def _duplicate_names(policy: Policy) -> list[str]:
+    """Names identify rules in `explain`, decisions and metrics: two alike are an error."""
+    first: dict[str, int] = {}
+    problems: list[str] = []
+    for i, rule in enumerate(policy.rules):
+        if rule.name in first:
+            problems.append(
+                f"rules[{i}].name: {rule.name!r} is already the name of rules[{first[rule.name]}]; "
+                "names identify rules in explain output and metrics, make them unique"
+            )
+        first.setdefault(rule.name, i)
+    return problems
 
 
 def _reword(err: ErrorDetails) -> ErrorDetails:
@@ -220,98 +236,3 @@ def _reword(err: ErrorDetails) -> ErrorDetails:
         hint = f"; for one value write [{given}]" if isinstance(given, str) else ""
         return {**err, "type": "value_error", "msg": f"must be a list{hint}, got {given!r}"}
     return err
-
-
-def policy_warnings(policy: Policy) -> list[str]:
-    """Findings that do not stop the policy from working but probably are mistakes."""
-    return [
-        *_exchange_online_warnings(policy),
-        *_unreachable_warnings(policy),
-        *_duplicate_name_warnings(policy),
-        *_same_as_defaults_warnings(policy),
-    ]
-
-
-def _label(index: int, rule: Rule) -> str:
-    return f'rules[{index}] "{rule.name}"'
-
-
-def _exchange_online_warnings(policy: Policy) -> list[str]:
-    sources: list[tuple[str, Any]] = [(DEFAULTS_RULE, policy.defaults.authorization)]
-    sources += [(f"rules[{i}]", r.authorization) for i, r in enumerate(policy.rules)]
-    return [
-        f"{where}.authorization.ews_url: {EXCHANGE_ONLINE_WARNING}"
-        for where, auth in sources
-        if isinstance(auth, EwsAuthorization) and auth.host in EXCHANGE_ONLINE_HOSTS
-    ]
-
-
-def _unreachable_warnings(policy: Policy) -> list[str]:
-    warnings: list[str] = []
-    for i, rule in enumerate(policy.rules):
-        later = policy.rules[i + 1 :]
-        if rule.match.is_catch_all and later:
-            names = ", ".join(_label(i + 1 + j, r) for j, r in enumerate(later))
-            return [
-                *warnings,
-                f"{_label(i, rule)}: matches everyone, so the rules after it can never "
-                f"match ({names}); move it last",
-            ]
-        for j, earlier in enumerate(policy.rules[:i]):
-            if earlier.match == rule.match:
-                warnings.append(
-                    f"{_label(i, rule)}: has the same match as {_label(j, earlier)}, "
-                    "so it can never match"
-                )
-                break
-    return warnings
-
-
-def _duplicate_name_warnings(policy: Policy) -> list[str]:
-    first: dict[str, int] = {}
-    warnings: list[str] = []
-    for i, rule in enumerate(policy.rules):
-        if rule.name in first:
-            warnings.append(
-                f"{_label(i, rule)}: rules[{first[rule.name]}] has the same name; names "
-                "identify rules in explain output and metrics, make them unique"
-            )
-        first.setdefault(rule.name, i)
-    return warnings
-
-
-def _same_as_defaults_warnings(policy: Policy) -> list[str]:
-    defaults = policy.settings_for(None)
-    warnings: list[str] = []
-    for i, rule in enumerate(policy.rules):
-        if policy.settings_for(rule) != defaults:
-            continue
-        effect = (
-            "it has no effect, remove it"
-            if i == len(policy.rules) - 1
-            else "it only keeps the users it matches away from the rules after it"
-        )
-        warnings.append(f"{_label(i, rule)}: applies the same settings as the defaults: {effect}")
-    return warnings
-
-
-def check_apps(policy: Policy, known_app_names: Iterable[str]) -> list[str]:
-    """Problems for every `app` that names no app registration of the proxy config."""
-    known = sorted(set(known_app_names))
-    listed = f"known: {', '.join(known)}" if known else "the proxy config defines none"
-    places = [(DEFAULTS_RULE, policy.defaults.app)]
-    places += [(f"rules[{i}]", r.app) for i, r in enumerate(policy.rules)]
-    return [
-        f"{where}.app: no app registration named {app!r} in the proxy config; {listed}"
-        for where, app in places
-        if app is not None and app not in known
-    ]
-
-
-def load_checked_policy(path: Path | str, known_app_names: Iterable[str]) -> Policy:
-    """The policy file, valid on its own and against the configured app registrations."""
-    policy = load_policy(path)
-    problems = check_apps(policy, known_app_names)
-    if problems:
-        raise ConfigError(problems, str(path))
-    return policy
