@@ -6,12 +6,14 @@ Domain errors become one readable line each on stderr and exit status 1; never a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from proxy import __version__
 from proxy.config import CONFIG_ENV, Settings, load_settings
+from proxy.config.state import STATE_DIR_ENV
 from proxy.errors import ConfigError
 from proxy.ops.logs import setup_logging
 from proxy.store import StoreError
@@ -53,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="log level (default: logging.level)",
     )
+    _state_dir_option(run)
     run.set_defaults(handler=_run)
 
     check = commands.add_parser(
@@ -60,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("config", type=Path, nargs="?", help="the config file")
     check.add_argument("--policy", type=Path, help="a policy file to validate on its own")
+    check.add_argument(
+        "--online", action="store_true", help="also check that the store (Redis) answers"
+    )
+    _state_dir_option(check)
     check.set_defaults(handler=_check)
 
     explain = commands.add_parser(
@@ -102,10 +109,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _state_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help=f"the folder for state such as the SQLite store (default: ${STATE_DIR_ENV}, "
+        "then the config's state_dir, then a per-platform folder)",
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     from proxy.server import serve
 
-    settings = load_settings(args.config)
+    if args.state_dir is not None:  # worker processes read the config anew: tell them too
+        os.environ[STATE_DIR_ENV] = str(args.state_dir.resolve())
+    settings = load_settings(args.config, args.state_dir)
     if args.workers < 1:
         print("--workers: must be at least 1", file=sys.stderr)
         return EXIT_USAGE
@@ -136,41 +154,67 @@ def _policy_for(settings: Settings) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from proxy.policy.findings import check_apps, policy_warnings
-    from proxy.policy.model import load_policy
-
     if args.config is None and args.policy is None:
         print("check: give a config file, --policy FILE, or both", file=sys.stderr)
         return EXIT_USAGE
     problems: list[str] = []
+    passed: list[str] = []
     apps: list[str] | None = None
     policy_path = args.policy
     if args.config is not None:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, args.state_dir)
         apps = list(settings.microsoft_apps)
         policy_path = policy_path or settings.policy
-        print(f"{args.config}: OK")
-        for warning in _sso_warnings(settings):
-            print(f"{args.config}: warning: {warning}", file=sys.stderr)
+        found = _deploy_problems(args.config, settings, args.online)
+        problems += found
+        passed += [] if found else [f"{args.config}: OK"]
     if policy_path is not None:
-        policy = load_policy(policy_path)
-        if apps is not None:
-            problems = check_apps(policy, apps)
-        for problem in problems:
-            print(f"{policy_path}: {problem}", file=sys.stderr)
-        for warning in policy_warnings(policy):
-            print(f"{policy_path}: warning: {warning}", file=sys.stderr)
-        if not problems:
-            print(f"{policy_path}: OK")
+        found = _policy_problems(policy_path, apps)
+        problems += found
+        passed += [] if found else [f"{policy_path}: OK"]
+    # "OK" only once everything is: an OK for the config above a broken policy misleads.
+    if not problems:
+        print("\n".join(passed))
     return EXIT_PROBLEM if problems else EXIT_OK
 
 
-def _sso_warnings(settings: Settings) -> list[str]:
+def _deploy_problems(path: Path, settings: Settings, online: bool) -> list[str]:
+    """Prints what would fail at run (and the SSO warnings); returns the problems."""
     import asyncio
 
+    from proxy.config import located, read_yaml_document
     from proxy.identity.sso.observed import observed_warnings, static_warnings
+    from proxy.ops.preflight import preflight
 
-    return static_warnings(settings) + asyncio.run(observed_warnings(settings))
+    marks = read_yaml_document(path)[1]
+    lines = located(ConfigError(preflight(settings, online), str(path)), marks).lines()
+    for line in lines:
+        print(line, file=sys.stderr)
+    warnings = static_warnings(settings) + asyncio.run(observed_warnings(settings))
+    _print_warnings(located(ConfigError(warnings, str(path)), marks))
+    return lines
+
+
+def _policy_problems(path: Path, apps: list[str] | None) -> list[str]:
+    """Prints the policy's problems and warnings; returns the problems."""
+    from proxy.config import located, read_yaml_document
+    from proxy.policy.findings import check_apps, policy_warnings
+    from proxy.policy.model import load_policy
+
+    policy = load_policy(path)
+    marks = read_yaml_document(path)[1]
+    found = check_apps(policy, apps) if apps is not None else []
+    problems = located(ConfigError(found, str(path)), marks).lines()
+    for line in problems:
+        print(line, file=sys.stderr)
+    _print_warnings(located(ConfigError(policy_warnings(policy), str(path)), marks))
+    return problems
+
+
+def _print_warnings(warnings: ConfigError) -> None:
+    for line in warnings.lines():
+        source, _, rest = line.partition(": ")
+        print(f"{source}: warning: {rest}", file=sys.stderr)
 
 
 def _explain(args: argparse.Namespace) -> int:

@@ -21,6 +21,11 @@ from proxy.config.yaml_reader import read_yaml_document
 from proxy.errors import ConfigError
 
 CONFIG_ENV = "CONSENT_PROXY_CONFIG"
+POLICY_KEYS = frozenset({"version", "defaults", "rules"})
+POLICY_GIVEN_AS_CONFIG = (
+    "this is a policy file, not the proxy's config: check it with "
+    "`consent-proxy check --policy FILE` (or with the config that names it in `policy:`)"
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -50,6 +55,8 @@ def settings_from_data(
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(["the top level must be a mapping of option: value"], source)
+    if POLICY_KEYS & set(data) and not set(data) - POLICY_KEYS - {"policy"}:
+        raise ConfigError([POLICY_GIVEN_AS_CONFIG], source)
     return validate_model(Settings, data, source, base_dir, {"state_dir": state_dir})
 
 
