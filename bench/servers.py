@@ -273,7 +273,7 @@ class ConsentProxy(Server):
         self.source = source  # another checkout's tree to run instead of this one
         self.config = self.dir / "config.yaml"
         config: dict[str, object] = {"upstream": {"url": upstream_url}}
-        config["logging"] = {"level": "warning"}
+        config["logging"] = {"level": os.environ.get("BENCH_LOG_LEVEL", "warning")}
         if "ops" in Settings.model_fields:  # its own listener: a free port for each proxy
             config["ops"] = {"port": free_port()}
         self.config.write_text(json.dumps(config))  # JSON is YAML

@@ -2,6 +2,7 @@
 
 A request passes, outermost first:
     RequestId           a request id for the upstream, the answer and every log line
+    AccessLog           one line per request (unless logging.access_log is false)
     ProtectedHeaders    inbound copies of the headers the proxy sets are removed, always
     SessionMiddleware   who is this browser? (signed cookie -> store, bound to the
                         upstream's session cookie); starts/ends sessions on the response
@@ -31,6 +32,7 @@ from proxy.identity.assertion import AssertionSigner
 from proxy.identity.headers import IdentityHeaders
 from proxy.identity.session import SessionMiddleware
 from proxy.identity.sso.watch import SignInWatcher
+from proxy.ops.access import AccessLog
 from proxy.ops.broker import JWKS_PATH, Jwks, TokenBroker
 from proxy.ops.broker import PREFIX as BROKER_PREFIX
 from proxy.ops.listener import Route
@@ -75,8 +77,11 @@ class ConsentProxy:
             http = SessionMiddleware(http, settings.session, settings.sso, self.store, self.journey)
             sockets = SessionMiddleware(sockets, settings.session, settings.sso, self.store)
         protected = settings.headers.model_dump().values()
+        http = ProtectedHeaders(http, protected)
+        if settings.logging.access_log:
+            http = AccessLog(http)
         # Outermost: the upstream, the answer and every log line of a request carry its id.
-        self.http: App = RequestId(ProtectedHeaders(http, protected))
+        self.http: App = RequestId(http)
         self.sockets: App = RequestId(ProtectedHeaders(sockets, protected))
 
     def ops_routes(self) -> list[Route]:

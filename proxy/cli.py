@@ -128,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
         print("--workers: must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     level = args.log_level or settings.logging.level
-    setup_logging(level, settings.logging.format)
+    setup_logging(level, settings.logging.format, settings.logging.users)
     if settings.policy is not None:
         _policy_for(settings)  # a broken policy stops the start, with its lines
     try:
@@ -299,7 +299,7 @@ def _keygen(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from proxy.demo.run import run_demo
 
-    setup_logging("info", "text")
+    setup_logging("info", "auto")  # JSON when stderr is not a terminal, as with run
     run_demo(args.port, args.folder)
     return EXIT_OK
 

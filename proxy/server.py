@@ -122,7 +122,8 @@ def ops_app_for(
 def worker_app() -> ConsentProxy:
     """The app of each `--workers N` process (uvicorn calls this factory in the worker)."""
     settings = load_settings()
-    setup_logging(os.environ.get(LOG_LEVEL_ENV, settings.logging.level), settings.logging.format)
+    level = os.environ.get(LOG_LEVEL_ENV, settings.logging.level)
+    setup_logging(level, settings.logging.format, settings.logging.users)
     return create_app(settings)
 
 

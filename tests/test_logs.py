@@ -3,9 +3,11 @@ each request through the logs, to the upstream and back."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
 import uuid
@@ -17,12 +19,17 @@ import httpx
 import pytest
 
 from proxy.asgi import Receive, Scope, Send
+from proxy.ops.access import AccessLog
 from proxy.ops.logs import (
     REDACTED,
     RequestId,
+    StartUpOnce,
     current_request_id,
     make_handler,
     redact,
+    rfc3339,
+    set_user_display,
+    shown_user,
 )
 
 from .fixtures.forwarding import received
@@ -311,3 +318,143 @@ def test_no_secret_reaches_the_proxy_log(tmp_path: Path, dead_port: int) -> None
     assert f"/{REDACTED}/profile" in failed[0]["message"]
     for secret in (JWT, REFRESH, ACCESS, CODE, STATE, COOKIE, PASSWORD, SAML, BASIC):
         assert secret not in logs, secret
+    access = [e for e in entries if e["logger"] == "consent_proxy.access"]
+    assert [(e["method"], e["status"]) for e in access] == [
+        ("GET", 502),
+        ("GET", 502),
+        ("POST", 502),
+    ]
+    assert access[0]["path"] == f"/{REDACTED}/profile"  # the path, redacted; never the query
+    assert access[2]["path"] == "/login"
+
+
+# --- the access log, times, users ---------------------------------------------------------------
+
+RFC3339_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+def test_json_time_is_rfc3339_utc_with_milliseconds() -> None:
+    assert rfc3339(0) == "1970-01-01T00:00:00.000Z"
+    assert rfc3339(1764763200.1239) == "2025-12-03T12:00:00.123Z"
+    stream = io.StringIO()
+    logger = logging.getLogger(f"test.logs.{uuid.uuid4().hex}")
+    logger.handlers[:] = [make_handler("json", stream)]
+    logger.propagate = False
+    logger.warning("x")
+    assert RFC3339_MS.fullmatch(json.loads(stream.getvalue())["time"])
+
+
+async def small_app(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 201, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello", "more_body": True})
+    await send({"type": "http.response.body", "body": b" world"})
+
+
+def access_lines(app: Any, path: str, query: bytes = b"") -> list[dict[str, Any]]:
+    stream = io.StringIO()
+    logger = logging.getLogger("consent_proxy.access")
+    saved = logger.handlers[:], logger.propagate, logger.level
+    logger.handlers[:] = [make_handler("json", stream)]
+    logger.propagate, logger.level = False, logging.INFO
+    try:
+        scope = {"type": "http", "method": "GET", "path": path, "query_string": query,
+                 "headers": []}  # fmt: skip
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        asyncio.run(RequestId(app)(scope, receive, send))
+    finally:
+        logger.handlers[:], logger.propagate, logger.level = saved
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_one_access_line_per_request_with_its_fields() -> None:
+    [line] = access_lines(AccessLog(small_app), "/calendar", b"code=" + CODE.encode())
+    assert line["level"] == "info"
+    assert {k: line[k] for k in ("method", "path", "status", "bytes")} == {
+        "method": "GET",
+        "path": "/calendar",
+        "status": 201,
+        "bytes": 11,
+    }
+    assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
+    assert line["request_id"]
+    assert line["message"].startswith("GET /calendar 201 11 B ")
+    assert CODE not in json.dumps(line) and "code=" not in json.dumps(line)
+
+
+def test_a_secret_in_the_path_is_redacted_in_the_access_log() -> None:
+    [line] = access_lines(AccessLog(small_app), f"/files/{REFRESH}")
+    assert line["path"].startswith("/files/") and REDACTED in line["path"]
+    assert REFRESH not in json.dumps(line)
+
+
+def test_a_failing_app_still_gets_its_access_line() -> None:
+    async def broken(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        access_lines(AccessLog(broken), "/x")
+
+
+@pytest.mark.parametrize(("enabled", "wrapped"), [(True, True), (False, False)])
+def test_the_access_log_can_be_switched_off(enabled: bool, wrapped: bool) -> None:
+    from proxy.app import ConsentProxy
+    from proxy.config import settings_from_data
+
+    settings = settings_from_data(
+        {"upstream": {"url": "http://127.0.0.1:9"}, "logging": {"access_log": enabled}}
+    )
+    app = ConsentProxy(settings)
+    assert isinstance(app.http.app, AccessLog) is wrapped  # type: ignore[attr-defined]
+
+
+def test_users_appear_by_key_unless_ops_choose_emails() -> None:
+    try:
+        set_user_display("key")
+        assert shown_user("k1", "alice@contoso.com") == "k1"
+        set_user_display("email")
+        assert shown_user("k1", "alice@contoso.com") == "alice@contoso.com"
+        assert shown_user("k1", None) == "k1"
+    finally:
+        set_user_display("key")
+
+
+def test_uvicorn_start_up_lines_are_said_once() -> None:
+    once = StartUpOnce()
+    lines = ["Started server process [%d]", "Waiting for application startup.",
+             "Uvicorn running on %s://%s:%d (Press CTRL+C to quit)"]  # fmt: skip
+    kept = [once.filter(logging.makeLogRecord({"msg": m})) for m in lines + lines]
+    assert kept == [True, True, True, False, False, True]
+
+
+def test_microsofts_ids_in_a_redirect_description_are_kept() -> None:
+    from proxy.microsoft.errors import classify
+
+    description = (
+        "AADSTS65004: User declined to consent to access the app.\r\n"
+        "Trace ID: 0e1f2a3b-1111-2222-3333-444455556666\r\n"
+        "Correlation ID: 7f3e1c2d-aaaa-bbbb-cccc-ddddeeeeffff\r\nTimestamp: 2026-12-03 11:00:00Z"
+    )
+    error = classify("access_denied", description, None)
+    assert error.correlation_id == "7f3e1c2d-aaaa-bbbb-cccc-ddddeeeeffff"
+    assert error.trace_id == "0e1f2a3b-1111-2222-3333-444455556666"
+    forged = classify("access_denied", "Correlation ID: <script>alert(1)</script>", None)
+    assert forged.correlation_id is None
+
+
+def test_the_demo_logs_json_when_stderr_is_not_a_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import proxy.cli
+    import proxy.demo.run
+
+    formats: list[str] = []
+    monkeypatch.setattr(proxy.cli, "setup_logging", lambda level, fmt: formats.append(fmt))
+    monkeypatch.setattr(proxy.demo.run, "run_demo", lambda *args, **kwargs: None)
+    assert proxy.cli.main(["demo"]) == 0
+    assert formats == ["auto"]  # auto: JSON unless a terminal (make_handler, tested above)

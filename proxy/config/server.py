@@ -38,6 +38,10 @@ class ServerSettings(StrictModel):
 class LoggingSettings(StrictModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "text", "json"] = "auto"
+    # One line per request (method, path without query, status, bytes, duration, id).
+    access_log: bool = True
+    # How users appear in log lines: their opaque key, or their email / UPN.
+    users: Literal["key", "email"] = "key"
 
 
 class OpsSettings(StrictModel):

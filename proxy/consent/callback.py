@@ -29,6 +29,7 @@ from proxy.identity.session import Session, request_state
 from proxy.microsoft import ErrorClass, MicrosoftError, TokenResult, classify
 from proxy.microsoft.lanes import BUSY
 from proxy.ops import metrics
+from proxy.ops.logs import shown_user
 
 log = logging.getLogger("consent_proxy.consent")
 
@@ -128,7 +129,16 @@ class Callback:
         record.last_error_class = record.last_error_code = record.correlation_id = None
         await self.records.save_integration(record)
         self.journey.on_change(session.user_key)
-        log.info("user %s connected Office 365 (%s)", session.user_key, pending.route)
+        log.info(
+            "user %s connected Office 365 (%s)",
+            shown_user(session.user_key, session.email),
+            pending.route,
+            extra={
+                "user_key": session.user_key,
+                "tenant_id": session.tenant_id,
+                "route": pending.route,
+            },
+        )
         metrics.CONSENT_OUTCOMES.labels("connected").inc()
 
     async def _admin_consented(
@@ -159,7 +169,13 @@ class Callback:
         if error.kind == "admin_approval_required" and pending.tenant_id:
             await self._tenant_needs_admin(pending.tenant_id)
         level = logging.ERROR if error.kind == "config" else logging.WARNING
-        log.log(level, "consent for %s ended: %s", session.user_key, error.describe())
+        log.log(
+            level,
+            "consent for %s ended: %s",
+            shown_user(session.user_key, session.email),
+            error.describe(),
+            extra=_error_fields(session.user_key, session.tenant_id, error),
+        )
         metrics.CONSENT_OUTCOMES.labels(error.kind).inc()
         return self._error_page(request, session, pending, error)
 
@@ -239,3 +255,16 @@ def _another_account(session: Session, result: TokenResult) -> bool:
 
 
 __all__ = ["FAILURE_STATUS", "Callback", "answered"]
+
+
+def _error_fields(user_key: str, tenant_id: str | None, error: ErrorClass) -> dict[str, object]:
+    """A failure's details as log fields, so they can be searched without parsing text."""
+    return {
+        "user_key": user_key,
+        "tenant_id": tenant_id,
+        "error_class": error.kind,
+        "aadsts": error.code,
+        "error": error.error,
+        "correlation_id": error.correlation_id,
+        "trace_id": error.trace_id,
+    }

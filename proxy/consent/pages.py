@@ -49,6 +49,7 @@ from proxy.consent.render import (
 )
 from proxy.identity.session import Session, request_state
 from proxy.ops import metrics
+from proxy.ops.logs import shown_user
 from proxy.policy import Decision
 from proxy.store import StoreError
 from proxy.store.vault import VaultError
@@ -204,7 +205,11 @@ class ReservedPages:
         integration.granted_scopes = []
         integration.connected_at = None
         await self.records.save_integration(integration)
-        log.info("user %s disconnected Office 365", session.user_key)
+        log.info(
+            "user %s disconnected Office 365",
+            shown_user(session.user_key, session.email),
+            extra={"user_key": session.user_key},
+        )
         next_url = safe_next(fields.get("next"), self.journey.public_origin)
         return redirect(f"{self.prefix}?{urlencode({'done': 'disconnected', 'next': next_url})}")
 

@@ -34,6 +34,7 @@ from proxy.asgi import Message, Receive, Scope, Send
 from proxy.config import SessionSettings, SsoSettings
 from proxy.identity.sso import SignIn
 from proxy.ops import metrics
+from proxy.ops.logs import shown_user
 from proxy.store import Store, StoreError
 from proxy.store.outage import ledger_for
 
@@ -414,7 +415,12 @@ class SessionMiddleware:
         )
         if sign_in.link:
             await self._remember_link(session.user_key, sign_in)
-        log.info("session started for user %s (%s)", session.user_key, session.method)
+        log.info(
+            "session started for user %s (%s)",
+            shown_user(session.user_key, session.email),
+            session.method,
+            extra={"user_key": session.user_key, "method": session.method},
+        )
 
     async def _remember_link(self, key: str, sign_in: SignIn) -> None:
         from proxy.identity.links import remember
@@ -439,4 +445,9 @@ class SessionMiddleware:
             await self.store.delete(NAMESPACE, session.id)
         except StoreError as exc:
             log.warning("could not delete session: %s", exc.description)
-        log.info("session ended for user %s: %s", session.user_key, reason)
+        log.info(
+            "session ended for user %s: %s",
+            shown_user(session.user_key, session.email),
+            reason,
+            extra={"user_key": session.user_key, "reason": reason},
+        )

@@ -170,6 +170,10 @@ def classify(
         number = aadsts_number(description)
         codes = [number] if number is not None else []
     error = _clean(error, _ERROR_TOKEN)
+    # On the redirect URI Microsoft sends the ids only inside the description
+    # ("...\r\nTrace ID: ...\r\nCorrelation ID: ...\r\nTimestamp: ..."): support needs them.
+    trace_id = trace_id or _labelled(description, "Trace ID")
+    correlation_id = correlation_id or _labelled(description, "Correlation ID")
     code = next((c for c in codes if c in _BY_CODE or c == _NO_CONSENT), None)
     return ErrorClass(
         kind=_kind(error, code),
@@ -199,6 +203,13 @@ def _kind(error: str | None, code: int | None) -> ErrorKind:
     if code is not None:
         return _BY_CODE[code]
     return _BY_ERROR.get(error or "", ErrorKind.UNKNOWN)
+
+
+def _labelled(description: str | None, label: str) -> str | None:
+    if not description:
+        return None
+    found = re.search(rf"{label}:\s*([0-9A-Fa-f-]{{8,64}})", description[:2000])
+    return found.group(1) if found else None
 
 
 def _text(value: object) -> str | None:

@@ -20,6 +20,7 @@ import logging
 import re
 import secrets
 import sys
+import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, TextIO
@@ -38,7 +39,9 @@ __all__ = [
     "current_request_id",
     "make_handler",
     "redact",
+    "rfc3339",
     "setup_logging",
+    "shown_user",
 ]
 
 REDACTED = "[redacted]"
@@ -261,10 +264,17 @@ class RequestIdFilter(logging.Filter):
 # --- formats ---------------------------------------------------------------------------------
 
 
+def rfc3339(created: float) -> str:
+    """``2026-12-03T12:00:00.123Z``: UTC, milliseconds, what log pipelines parse."""
+    seconds = int(created)
+    millis = int((created - seconds) * 1000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{millis:03d}Z"
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "time": rfc3339(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -305,11 +315,59 @@ def make_handler(fmt: str = "auto", stream: TextIO | None = None) -> logging.Han
     return handler
 
 
-def setup_logging(level: str = "info", fmt: str = "auto") -> None:
+def setup_logging(level: str = "info", fmt: str = "auto", users: str = "key") -> None:
     root = logging.getLogger()
     root.handlers[:] = [make_handler(fmt)]
     root.setLevel(level.upper())
+    set_user_display(users)
     # uvicorn's loggers write through the same handler (run passes log_config=None).
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    server_log = logging.getLogger("uvicorn.error")
+    server_log.filters[:] = [f for f in server_log.filters if not isinstance(f, StartUpOnce)]
+    server_log.addFilter(StartUpOnce())
+
+
+class StartUpOnce(logging.Filter):
+    """The proxy and its ops listener are two uvicorn servers in one process: each says
+    "Started server process", "Waiting for application startup"... Say each of those once."""
+
+    _ONCE = (
+        "Started server process",
+        "Waiting for application startup",
+        "Application startup complete",
+        "Waiting for application shutdown",
+        "Application shutdown complete",
+        "Finished server process",
+        "Shutting down",
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        template = str(record.msg)
+        if not template.startswith(self._ONCE):
+            return True
+        if template in self._seen:
+            return False
+        self._seen.add(template)
+        return True
+
+
+# --- users in logs ---------------------------------------------------------------------------
+
+_user_display = "key"
+
+
+def set_user_display(mode: str) -> None:
+    """`logging.users`: "key" (the opaque user key, the default) or "email"."""
+    global _user_display
+    _user_display = "email" if mode == "email" else "key"
+
+
+def shown_user(user_key: str, email: str | None) -> str:
+    """How a user appears in log lines: the opaque key unless ops chose emails."""
+    return email if _user_display == "email" and email else user_key
