@@ -11,12 +11,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from proxy import __version__
+from proxy import __version__, status_cli
 from proxy.config import CONFIG_ENV, Settings, load_settings
 from proxy.config.state import STATE_DIR_ENV
 from proxy.errors import ConfigError
 from proxy.ops.logs import setup_logging
-from proxy.store import StoreError
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -72,7 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     explain = commands.add_parser(
         "explain", help="show which policy rule applies to a user, and what it decides"
     )
-    explain.add_argument("--policy", type=Path, required=True, help="the policy file")
+    explain.add_argument("--policy", type=Path, help="the policy file (default: the config's)")
+    explain.add_argument(
+        "--config",
+        type=Path,
+        help="the proxy config: its policy, and the user's live state from its store",
+    )
     explain.add_argument("--user", required=True, help="the user's email / UPN")
     explain.add_argument("--tenant", help="the user's Microsoft tenant id")
     explain.add_argument(
@@ -83,15 +87,20 @@ def _parser() -> argparse.ArgumentParser:
         help="an SSO attribute, repeatable (e.g. --attr groups=Sales)",
     )
     explain.add_argument("--json", action="store_true", help="machine-readable output")
-    explain.set_defaults(handler=_explain)
+    explain.set_defaults(handler=status_cli.explain)
 
     status = commands.add_parser(
-        "status", help="a user's Office 365 connection, from the store the config names"
+        "status",
+        help="Office 365 connections from the store the config names: every user by state "
+        "and tenant, or one user",
     )
     status.add_argument("--config", type=Path, help=f"the config file (default: ${CONFIG_ENV})")
-    status.add_argument("--user", required=True, help="email / UPN, or the user key")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.set_defaults(handler=_status)
+    status.add_argument("--user", help="one user: email / UPN, or the user key")
+    output = status.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="machine-readable output")
+    output.add_argument("--csv", action="store_true", help="one CSV row per user")
+    _state_dir_option(status)
+    status.set_defaults(handler=status_cli.status)
 
     keygen = commands.add_parser("keygen", help="print a new key for tokens.encryption_keys")
     keygen.set_defaults(handler=_keygen)
@@ -215,78 +224,6 @@ def _print_warnings(warnings: ConfigError) -> None:
     for line in warnings.lines():
         source, _, rest = line.partition(": ")
         print(f"{source}: warning: {rest}", file=sys.stderr)
-
-
-def _explain(args: argparse.Namespace) -> int:
-    import json
-
-    from proxy.policy import explain, explain_json, load_policy, user_from_options
-
-    policy = load_policy(args.policy)
-    user = user_from_options(args.user, args.tenant, args.attr)
-    if args.json:
-        print(json.dumps(explain_json(policy, user), indent=2))
-    else:
-        print(explain(policy, user))
-    return EXIT_OK
-
-
-def _status(args: argparse.Namespace) -> int:
-    import asyncio
-    import json
-
-    from proxy.consent.integration import find_integrations
-    from proxy.identity.links import with_linked
-
-    settings = load_settings(args.config)
-    try:
-        found = asyncio.run(with_linked(settings, find_integrations(settings, args.user)))
-    except StoreError as exc:
-        print(f"status: {exc.description}", file=sys.stderr)
-        return EXIT_PROBLEM
-    if args.json:
-        print(json.dumps(found, indent=2))
-    elif not found:
-        print(f"{args.user}: no such user in the store (they have not signed in since)")
-    for record in [] if args.json else found:
-        print(_status_text(record))
-    return EXIT_OK if found else EXIT_PROBLEM
-
-
-def _status_text(record: dict[str, object]) -> str:
-    import time
-
-    def when(value: object) -> str:
-        if not isinstance(value, int | float) or not value:
-            return "-"
-        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(value))
-
-    granted = record.get("granted_scopes")
-    scopes = " ".join(str(s) for s in granted) if isinstance(granted, list) else ""
-    lines = [
-        f"user: {record.get('email') or '-'}  (key {record.get('user_key')})",
-        f"  tenant: {record.get('tenant_id') or '-'}",
-        f"  integration: {record.get('status')}",
-        f"  route: {record.get('route') or '-'}"
-        + (f" ({record.get('ews_url')})" if record.get("ews_url") else ""),
-        f"  granted scopes: {scopes or '-'}",
-        f"  prompted before: {'yes' if record.get('prompted_before') else 'no'}",
-        f"  connected at: {when(record.get('connected_at'))}",
-        f"  updated: {when(record.get('updated'))}",
-    ]
-    linked = record.get("linked_identities")
-    for identity in linked if isinstance(linked, list) else []:
-        if isinstance(identity, dict):
-            lines.append(
-                f"  linked: {identity.get('method')} {identity.get('issuer')} "
-                f"subject {identity.get('subject')} (last {when(identity.get('last_seen'))})"
-            )
-    if record.get("last_error_code") or record.get("last_error_class"):
-        lines.append(
-            f"  last error: {record.get('last_error_class')} AADSTS{record.get('last_error_code')}"
-            f" (correlation id {record.get('correlation_id') or '-'})"
-        )
-    return "\n".join(lines)
 
 
 def _keygen(args: argparse.Namespace) -> int:

@@ -31,11 +31,13 @@ TENANTS = "tenant"
 T = TypeVar("T")
 
 
-def _load(cls: type[T], raw: bytes | None) -> T | None:
+def load_record(cls: type[T], raw: bytes | None) -> T | None:
     if raw is None:
         return None
     try:
         data = json.loads(raw)
+        if not isinstance(data, dict):
+            return None
         known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         return cls(**{k: v for k, v in data.items() if k in known})
     except (ValueError, TypeError):
@@ -94,7 +96,7 @@ class Records:
         self.vault = vault
 
     async def integration(self, user_key: str) -> Integration:
-        found = _load(Integration, await self.store.get(INTEGRATIONS, user_key))
+        found = load_record(Integration, await self.store.get(INTEGRATIONS, user_key))
         return found if found is not None and found.user_key == user_key else Integration(user_key)
 
     async def known(self, user_key: str) -> bool:
@@ -109,7 +111,7 @@ class Records:
         if not tenant_id:
             return None
         key = tenant_id.lower()
-        found = _load(Tenant, await self.store.get(TENANTS, key))
+        found = load_record(Tenant, await self.store.get(TENANTS, key))
         return found if found is not None and found.tenant_id == key else Tenant(key)
 
     async def save_tenant(self, record: Tenant) -> None:
@@ -135,25 +137,43 @@ async def find_integrations(settings: Settings, who: str) -> list[dict[str, Any]
     secret is read (tokens stay sealed and unopened)."""
     store = open_store(settings.store)
     try:
-        wanted = who.strip().lower()
-        direct = _load(Integration, await store.get(INTEGRATIONS, who.strip()))
-        if direct is not None:
-            return [direct.public()]
-        found = []
-        for key in await store.keys(INTEGRATIONS):
-            record = _load(Integration, await store.get(INTEGRATIONS, key))
-            if record is not None and (record.email or "").lower() == wanted:
-                found.append(record.public())
-        return found
+        return [record.public() for record in await _find(store, who)]
     finally:
         await store.aclose()
+
+
+async def _find(store: Store, who: str) -> list[Integration]:
+    direct = load_record(Integration, await store.get(INTEGRATIONS, who.strip()))
+    if direct is not None:
+        return [direct]
+    wanted, found = who.strip().lower(), []
+    for key in await store.keys(INTEGRATIONS):
+        record = load_record(Integration, await store.get(INTEGRATIONS, key))
+        if record is not None and (record.email or "").lower() == wanted:
+            found.append(record)
+    return found
 
 
 async def tenants_waiting(store: Store, now: float) -> int:
     """How many tenants wait for an admin's approval right now (for the metric)."""
     count = 0
     for key in await store.keys(TENANTS):
-        record = _load(Tenant, await store.get(TENANTS, key))
+        record = load_record(Tenant, await store.get(TENANTS, key))
         if record is not None and record.state().waiting(now):
             count += 1
     return count
+
+
+async def live_state(
+    settings: Settings, who: str, tenant_id: str | None
+) -> tuple[Integration | None, Tenant | None]:
+    """A user's integration record (by email / UPN or user key) and their tenant's, as the
+    proxy would read them at the user's next sign-in; for `explain --config`."""
+    store = open_store(settings.store)
+    try:
+        records = await _find(store, who)
+        found = records[0] if records else None
+        tenant_id = tenant_id or (found.tenant_id if found else None)
+        return found, await Records(store, None).tenant(tenant_id)
+    finally:
+        await store.aclose()
