@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from proxy.asgi import App, Receive, Scope, Send
 from proxy.config import Settings, load_settings
+from proxy.consent.overview import collect as overview
 from proxy.consent.pages import ReservedPages
 from proxy.consent.tokens import TokenService
 from proxy.forward.forwarder import Forwarder
@@ -37,6 +38,8 @@ from proxy.ops.broker import JWKS_PATH, Jwks, TokenBroker
 from proxy.ops.broker import PREFIX as BROKER_PREFIX
 from proxy.ops.listener import Route
 from proxy.ops.logs import RequestId
+from proxy.ops.overview import PATH as OVERVIEW_PATH
+from proxy.ops.overview import OverviewPage
 from proxy.store import Store, StoreError, StoreSchemaError, open_store
 from proxy.store.vault import Vault
 
@@ -86,10 +89,14 @@ class ConsentProxy:
 
     def ops_routes(self) -> list[Route]:
         """What the ops listener serves besides health and metrics: the JWKS of the
-        identity assertion, and the token broker API when keys are configured."""
+        identity assertion, the admins' overview page, and the token broker API when keys
+        are configured."""
         routes: list[Route] = []
         if self.signer is not None:
             routes.append(Route(JWKS_PATH, Jwks(self.signer)))
+        if self.store is not None:
+            store = self.store
+            routes.append(Route(OVERVIEW_PATH, OverviewPage(lambda now: overview(store, now))))
         keys = [k.reveal() for k in self.settings.broker.keys]
         if keys and self.tokens is not None and self.store is not None:
             broker = TokenBroker(keys, self.tokens, self.tokens.records.known)

@@ -3,70 +3,23 @@
 Users by state and by tenant, tenants waiting for an admin (since when, the last AADSTS
 code and what to do), recent failures by code, and connections and failures per hour —
 all read from the records the journey keeps (no other database). Reading is one pass over
-the "integration" and "tenant" namespaces; no token is opened.
+the "integration" and "tenant" namespaces; no token is opened. The shapes are
+`proxy.ops.summary`'s, which the ops page renders without knowing the journey.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from proxy.consent.integration import INTEGRATIONS, TENANTS, Integration, Tenant, load_record
 from proxy.microsoft.troubleshooting import what_to_do
+from proxy.ops.summary import HOURS, FailureRow, Overview, TenantRow, UserRow
 from proxy.store import Store
 
 NO_TENANT = "(no tenant)"
 FAILED_STATES = ("declined", "failed", "admin_approval_required", "reconsent_required")
-HOURS = 24
-
-
-@dataclass(frozen=True, slots=True)
-class UserRow:
-    user_key: str
-    email: str | None
-    tenant_id: str | None
-    status: str
-    updated: float
-    connected_at: float | None
-    last_error: str | None  # "AADSTS65004", or the error's class without a number
-    correlation_id: str | None
-    action: str | None
-
-
-@dataclass(slots=True)
-class TenantRow:
-    tenant_id: str
-    by_status: dict[str, int] = field(default_factory=dict)
-    admin_consented: bool = False
-    waiting_for_admin: bool = False
-    waiting_since: float | None = None  # the first of its users stopped by admin approval
-    waiting_users: list[str] = field(default_factory=list)
-    last_error: str | None = None
-    action: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FailureRow:
-    error: str
-    users: int
-    last_seen: float
-    action: str
-
-
-@dataclass(slots=True)
-class Overview:
-    generated: float
-    by_status: dict[str, int]
-    tenants: list[TenantRow]
-    failures: list[FailureRow]
-    users: list[UserRow]
-    # Per hour over the last HOURS hours, oldest first: [hour start, connections, failures].
-    timeline: list[tuple[float, int, int]]
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def user_row(record: Integration) -> UserRow:
