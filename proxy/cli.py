@@ -114,6 +114,13 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="keep the demo's files (CA, keys, SQLite) here, not in a temp dir",
     )
+    demo.add_argument(
+        "--ops-port",
+        type=int,
+        default=9090,
+        help="port for the ops listener: health, metrics, the admins' /overview "
+        "(default: 9090; 0: none)",
+    )
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -234,10 +241,14 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from proxy.demo.run import run_demo
+    from proxy.demo.run import PortInUse, run_demo
 
     setup_logging("info", "auto")  # JSON when stderr is not a terminal, as with run
-    run_demo(args.port, args.folder)
+    try:
+        run_demo(args.port, args.folder, args.ops_port)
+    except PortInUse as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_PROBLEM
     return EXIT_OK
 
 

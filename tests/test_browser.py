@@ -73,3 +73,25 @@ def test_bob_sees_the_admin_approval_page(chromium: object, demo: tuple[str, Pat
     shot(page, "08-admin-approval")
     assert page.inner_text("h1") == "An administrator needs to approve this app"  # type: ignore[attr-defined]
     assert "on behalf of the company" in page.content()  # type: ignore[attr-defined]
+
+
+def test_the_admins_overview_on_the_ops_listener(chromium: object, demo: tuple[str, Path]) -> None:
+    """After the journeys above: Alice connected, Carol declined, Bob's tenant waits for an
+    admin. The page renders under its strict CSP (no violation reported) with its chart."""
+    _, folder = demo
+    page = page_for(chromium)
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))  # type: ignore[attr-defined]
+    page.goto((folder / "ops-url").read_text() + "/overview")  # type: ignore[attr-defined]
+    page.wait_for_selector("#chart")  # type: ignore[attr-defined]
+    shot(page, "09-ops-overview")
+    assert page.inner_text("#count-connected b") == "1"  # type: ignore[attr-defined]
+    assert page.inner_text("#count-declined b") == "1"  # type: ignore[attr-defined]
+    assert page.inner_text("#count-admin_approval_required b") == "1"  # type: ignore[attr-defined]
+    assert "waits for an admin since" in page.content()  # type: ignore[attr-defined]
+    assert "AADSTS65004" in page.content()  # type: ignore[attr-defined]
+    assert page.locator("#chart rect").count() == 48  # type: ignore[attr-defined]
+    # The style block is allowed by its hash: the cards are laid out as flex boxes.
+    display = page.eval_on_selector(".cards", "e => getComputedStyle(e).display")  # type: ignore[attr-defined]
+    assert display == "flex"
+    assert not [m for m in console if "Content Security Policy" in m], console

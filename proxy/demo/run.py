@@ -2,7 +2,9 @@
 
 Four servers in one process: the demo app (a SAML service provider that lists meetings
 and contacts), the demo SAML IdP, the Microsoft identity platform stand-in (HTTPS, with a
-CA made at start-up) and the proxy in front of the app, with SQLite in a temporary folder.
+CA made at start-up) and the proxy in front of the app, with SQLite in a temporary folder
+(removed on Ctrl-C and on SIGTERM alike), and the proxy's ops listener with the admins'
+overview page.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import signal
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -39,6 +42,7 @@ from proxy.store.vault import new_key
 IDP_ENTITY = "https://idp.demo.example/metadata"
 APP_ENTITY = "https://app.demo.example/saml/metadata"
 POLICY = Path(__file__).with_name("policy.yaml")
+DEFAULT_OPS_PORT = 9090
 USER_NOTES = {
     "alice": "consents on Microsoft's page and sees her meetings and contacts",
     "bob": "his tenant lets only admins approve apps: shows 'Need admin approval'",
@@ -146,31 +150,94 @@ def build_demo(folder: Path, port: int) -> Demo:
     )
 
 
-async def serve_demo(demo: Demo, port: int, log_level: str = "warning") -> None:
+async def serve_demo(
+    demo: Demo,
+    port: int,
+    log_level: str = "warning",
+    sockets: tuple[socket.socket, socket.socket | None] | None = None,
+) -> None:
+    """Serve everything until the proxy's server stops (Ctrl-C, SIGTERM). `sockets`, bound
+    beforehand, are the proxy's and the ops listener's."""
+    from proxy.server import ops_app_for
+
+    proxy_socket, ops_socket = sockets or (_bind(port), None)
+
+    def options(port: int, level: str = log_level) -> dict[str, Any]:
+        # A browser's idle connections must not hold the demo open after Ctrl-C or SIGTERM.
+        return {**uvicorn_options("127.0.0.1", port, level), "timeout_graceful_shutdown": 2}
+
     helpers = [
-        _QuietServer(uvicorn.Config(app, **uvicorn_options("127.0.0.1", p, log_level), **extra))
+        _QuietServer(uvicorn.Config(app, **options(p), **extra))
         for _, app, p, extra in demo.servers
     ]
-    options = public_options("127.0.0.1", port, "info", demo.proxy.settings.server)
-    proxy = uvicorn.Server(uvicorn.Config(demo.proxy, **options))
+    public = public_options("127.0.0.1", port, "info", demo.proxy.settings.server)
+    public["timeout_graceful_shutdown"] = 2
+    proxy = uvicorn.Server(uvicorn.Config(demo.proxy, **public))
     tasks = [asyncio.ensure_future(server.serve()) for server in helpers]
+    if ops_socket is not None:
+        ops = ops_app_for(demo.proxy, lambda: proxy.started, demo.proxy.ops_routes())
+        ops_options = {**options(ops_socket.getsockname()[1]), "lifespan": "off"}
+        helpers.append(_QuietServer(uvicorn.Config(ops, **ops_options)))
+        tasks.append(asyncio.ensure_future(helpers[-1].serve(sockets=[ops_socket])))
     try:
-        await proxy.serve()
+        await proxy.serve(sockets=[proxy_socket])
     finally:
         for server in helpers:
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def run_demo(port: int, folder: Path | None = None) -> None:
-    with contextlib.ExitStack() as stack:
-        if folder is None:
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="consent-demo-")))
-        folder.mkdir(parents=True, exist_ok=True)
-        demo = build_demo(folder, port)
-        print(f"consent-proxy demo: open {demo.public_url}/  (Ctrl-C to stop)", flush=True)
-        print("Demo users (pick one on the demo IdP's page):", flush=True)
-        for user in DEMO_USERS:
-            print(f"  {user.email:<24} {USER_NOTES.get(user.id, '')}", flush=True)
-        print(f"Connection page: {demo.public_url}/.consent-proxy/", flush=True)
-        asyncio.run(serve_demo(demo, port))
+class PortInUse(Exception):
+    """A port the demo needs is taken: the message says which option picks another."""
+
+
+def _bind(port: int, option: str = "--port") -> socket.socket:
+    # Bound, not listening: taken ports are found before anything starts, and nobody can
+    # connect before the demo's files exist (uvicorn starts listening when it serves).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+        return sock
+    except OSError as exc:
+        sock.close()
+        raise PortInUse(
+            f"demo: port {port} is in use ({exc.strerror or exc}); choose another with "
+            f"{option} (e.g. {option} {port + 1})"
+        ) from None
+
+
+def _terminate_like_interrupt(signum: int, frame: object) -> None:
+    # SIGTERM would end the process on the spot, leaving the temporary folder (keys,
+    # SQLite) behind; as an exception it unwinds like Ctrl-C, through the cleanup.
+    raise KeyboardInterrupt
+
+
+def run_demo(port: int, folder: Path | None = None, ops_port: int = DEFAULT_OPS_PORT) -> None:
+    proxy_socket = _bind(port)  # before any banner: a taken port is one clear line
+    ops_socket = _bind(ops_port, "--ops-port") if ops_port else None
+    previous = signal.signal(signal.SIGTERM, _terminate_like_interrupt)
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.callback(proxy_socket.close)
+            if ops_socket is not None:
+                stack.callback(ops_socket.close)
+            if folder is None:
+                temporary = tempfile.TemporaryDirectory(prefix="consent-demo-")
+                folder = Path(stack.enter_context(temporary))
+            folder.mkdir(parents=True, exist_ok=True)
+            demo = build_demo(folder, port)
+            _banner(demo, ops_port)
+            asyncio.run(serve_demo(demo, port, sockets=(proxy_socket, ops_socket)))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _banner(demo: Demo, ops_port: int) -> None:
+    print(f"consent-proxy demo: open {demo.public_url}/  (Ctrl-C to stop)", flush=True)
+    print("Demo users (pick one on the demo IdP's page):", flush=True)
+    for user in DEMO_USERS:
+        print(f"  {user.email:<24} {USER_NOTES.get(user.id, '')}", flush=True)
+    print(f"Connection page: {demo.public_url}/.consent-proxy/", flush=True)
+    if ops_port:
+        print(f"Admins' overview (ops listener): http://127.0.0.1:{ops_port}/overview", flush=True)
