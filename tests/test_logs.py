@@ -33,7 +33,7 @@ from proxy.ops.logs import (
 )
 
 from .fixtures.forwarding import received
-from .servers import ProxyProcess, ThreadServer, running
+from .servers import ProxyProcess, ThreadServer, free_port, running
 
 JWT = (
     "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0"
@@ -458,3 +458,14 @@ def test_the_demo_logs_json_when_stderr_is_not_a_terminal(
     monkeypatch.setattr(proxy.demo.run, "run_demo", lambda *args, **kwargs: None)
     assert proxy.cli.main(["demo"]) == 0
     assert formats == ["auto"]  # auto: JSON unless a terminal (make_handler, tested above)
+
+
+def test_a_proxy_with_its_ops_listener_says_its_start_up_once(tmp_path: Path) -> None:
+    config = {"upstream": {"url": "http://127.0.0.1:9"}, "ops": {"port": free_port()}}
+    with running(ProxyProcess(config, tmp_path)) as proxy:
+        assert httpx.get(f"{proxy.url}/", timeout=10).status_code == 502
+    entries = [json.loads(line) for line in proxy.logs().splitlines()]
+    messages = [e["message"] for e in entries if e["logger"] == "uvicorn.error"]
+    started = [m for m in messages if m.startswith("Started server process")]
+    assert len(started) == 1, messages
+    assert len([m for m in messages if m.startswith("Application startup complete")]) == 1
