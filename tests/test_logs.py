@@ -469,3 +469,10 @@ def test_a_proxy_with_its_ops_listener_says_its_start_up_once(tmp_path: Path) ->
     started = [m for m in messages if m.startswith("Started server process")]
     assert len(started) == 1, messages
     assert len([m for m in messages if m.startswith("Application startup complete")]) == 1
+
+
+@pytest.mark.parametrize("path", ["/a\nGET /forged 200", "/a\r\x1b[31mred", "/\x00\u2028x"])
+def test_control_characters_in_a_path_stay_on_one_access_line(path: str) -> None:
+    [line] = access_lines(AccessLog(small_app), path)
+    assert line["path"].isprintable() and line["path"].startswith("/")
+    assert "\n" not in line["message"] and "\r" not in line["message"]

@@ -39,7 +39,7 @@ class AccessLog:
             await self.app(scope, receive, counting_send)
         finally:
             duration = (time.perf_counter() - started) * 1000
-            method, path, status = scope["method"], scope["path"], sent[0]
+            method, path, status = scope["method"], _printable(scope["path"]), sent[0]
             log.info(
                 "%s %s %d %d B %.1f ms",
                 method,
@@ -55,3 +55,8 @@ class AccessLog:
                     "duration_ms": round(duration, 1),
                 },
             )
+
+
+def _printable(path: str) -> str:
+    """The path as one line: a decoded %0A must not start a forged line in a text log."""
+    return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
