@@ -292,7 +292,8 @@ class UpstreamApp:
     async def websocket(
         self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]
     ) -> None:
-        """Echo; `close CODE REASON` makes the upstream close; `/ws-deny` refuses with 403."""
+        """Echo; `close CODE REASON` makes the upstream close; `/ws-deny` refuses with 403;
+        `/ws-cookie` accepts with cookies and a header of its own."""
         await receive()  # websocket.connect
         if scope["path"] == "/ws-deny":
             headers = [(b"content-type", b"text/plain"), (b"content-length", b"7")]
@@ -301,7 +302,15 @@ class UpstreamApp:
             return
         offered = scope.get("subprotocols") or []
         chosen = next((p for p in SUBPROTOCOLS if p in offered), None)
-        await send({"type": "websocket.accept", "subprotocol": chosen})
+        accept: list[tuple[bytes, bytes]] = []
+        if scope["path"] == "/ws-cookie":  # handshake response headers meant for the browser
+            host = scope["server"][0]
+            accept = [
+                (b"set-cookie", b"ws=1; Path=/; HttpOnly"),
+                (b"set-cookie", f"room=2; Domain={host}; Path=/".encode()),
+                (b"x-room", b"lobby"),
+            ]
+        await send({"type": "websocket.accept", "subprotocol": chosen, "headers": accept})
         tag = query.get("tag", "")
         while True:
             message = await receive()
