@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import socket
 import threading
@@ -157,6 +158,35 @@ def test_chunked_request_body_is_forwarded_chunked(client: httpx.Client) -> None
     assert data["body"] == expected.decode()
     assert received(data, "transfer-encoding") == ["chunked"]
     assert received(data, "content-length") == []
+
+
+def test_codings_before_chunked_are_kept_when_rechunked(proxy: ProxyProcess) -> None:
+    body = gzip.compress(b"compressed upload " * 100)
+    chunks = b"".join(b"%x\r\n%b\r\n" % (len(part), part) for part in (body[:10], body[10:]))
+    answer = raw_exchange(
+        proxy.port,
+        b"POST /echo/gzip HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Transfer-Encoding: gzip, chunked\r\n\r\n" + chunks + b"0\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    data = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert received(data, "transfer-encoding") == ["gzip, chunked"]
+    # The upstream's server does not decode gzip: it gets the compressed bytes, intact.
+    assert data["length"] == len(body)
+    assert data["crc32"] == zlib.crc32(body)
+
+
+@pytest.mark.parametrize("coding", [b"gz ip, chunked", b"gzip;q=1, chunked", b", chunked"])
+def test_a_transfer_encoding_that_is_not_a_coding_list_is_a_400(
+    proxy: ProxyProcess, coding: bytes
+) -> None:
+    answer = raw_exchange(
+        proxy.port,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Transfer-Encoding: " + coding + b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    no_tracebacks(proxy)
 
 
 def test_content_length_request_body_is_streamed(client: httpx.Client) -> None:

@@ -130,7 +130,12 @@ class Forwarder:
         send = metrics.watch_response(send)  # metrics: counts the response, times its head
         try:
             exchange = await self.pool.request(
-                scope["method"].encode(), target, request.headers, body, request.chunked
+                scope["method"].encode(),
+                target,
+                request.headers,
+                body,
+                request.chunked,
+                request.codings,
             )
         except ClientDisconnected:
             return

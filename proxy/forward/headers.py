@@ -16,6 +16,7 @@ Rules, in order, for every forwarded request:
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, MutableMapping
 from functools import lru_cache
 from typing import Any
@@ -25,6 +26,9 @@ from proxy.asgi import App, Headers, Receive, Scope, Send
 from proxy.config import IpNetwork, Settings
 from proxy.errors import BadRequest
 from proxy.ops.logs import REQUEST_ID_HEADER
+
+# RFC 9110 5.6.2: a token, which is what a transfer-coding name is.
+TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 HOP_BY_HOP = frozenset(
     {
@@ -82,7 +86,7 @@ def connection_tokens(value: bytes) -> set[bytes]:
 class ForwardedRequest:
     """What the forwarder needs to know about one request, computed in one pass."""
 
-    __slots__ = ("chunked", "content_length", "headers", "host", "proto")
+    __slots__ = ("chunked", "codings", "content_length", "headers", "host", "proto")
 
     def __init__(self) -> None:
         self.headers: Headers = []
@@ -90,6 +94,9 @@ class ForwardedRequest:
         self.proto = b"http"
         self.content_length: bytes | None = None
         self.chunked = False
+        # Transfer codings the client applied before chunking (`gzip` of `gzip, chunked`):
+        # the body is re-chunked on the way up, and these must stay named or it is garbled.
+        self.codings = b""
 
     @property
     def has_body(self) -> bool:
@@ -180,6 +187,7 @@ class RequestHeaderRules:
                 headers.append((name, value))
             elif kind == CODING:
                 out.chunked = True
+                out.codings = _join(out.codings, _codings_before_chunked(value))
             elif kind == XFF:  # re-added below, extended
                 inbound_xff = value if not inbound_xff else inbound_xff + b", " + value
             elif kind == XFP:
@@ -259,3 +267,20 @@ class ProtectedHeaders:
                     scope["headers"] = [(n, v) for n, v in headers if not self.protected(n)]
                     break
         await self.app(scope, receive, send)
+
+
+def _codings_before_chunked(value: bytes) -> bytes:
+    """The codings of one Transfer-Encoding value other than `chunked`, or a 400 for a
+    value that is not a list of coding names (the server only checks the last one)."""
+    kept = []
+    for token in value.split(b","):
+        coding = token.strip().lower()
+        if not TOKEN.fullmatch(coding):
+            raise BadRequest("the Transfer-Encoding header is not a list of transfer codings")
+        if coding != b"chunked":
+            kept.append(coding)
+    return b", ".join(kept)
+
+
+def _join(first: bytes, second: bytes) -> bytes:
+    return first + b", " + second if first and second else first or second

@@ -340,9 +340,11 @@ class UpstreamPool:
         headers: Headers,
         body: AsyncIterator[bytes] | None = None,
         chunked: bool = False,
+        codings: bytes = b"",
     ) -> Exchange:
-        """Send one request (head and body); the caller then awaits the response head."""
-        head = _request_head(method, target, headers, chunked)
+        """Send one request (head and body); the caller then awaits the response head.
+        A chunked body is re-chunked; `codings` are those the client applied before."""
+        head = _request_head(method, target, headers, chunked, codings)
         exchange = Exchange(self, head, method == b"HEAD", body is not None)
         try:
             await exchange._start(body, chunked)
@@ -419,11 +421,13 @@ class UpstreamPool:
             self._idle.pop().close()
 
 
-def _request_head(method: bytes, target: bytes, headers: Headers, chunked: bool) -> bytes:
+def _request_head(
+    method: bytes, target: bytes, headers: Headers, chunked: bool, codings: bytes
+) -> bytes:
     parts = [method, b" ", target, b" HTTP/1.1\r\n"]
     for name, value in headers:
         parts += (name, b": ", value, b"\r\n")
     if chunked:
-        parts.append(b"transfer-encoding: chunked\r\n")
+        parts += (b"transfer-encoding: ", codings + b", " if codings else b"", b"chunked\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
