@@ -554,6 +554,48 @@ def test_a_reused_connection_closed_by_the_upstream_is_retried(
     assert raw_upstream.unanswered > before
 
 
+@pytest.mark.parametrize(
+    ("method", "headers"),
+    [("PUT", {}), ("DELETE", {}), ("POST", {"Idempotency-Key": "order-17"})],
+)
+def test_a_body_request_that_may_be_repeated_is_retried_on_a_stale_connection(
+    raw_proxy: ProxyProcess, raw_upstream: RawUpstream, method: str, headers: dict[str, str]
+) -> None:
+    before = raw_upstream.unanswered
+    with httpx.Client(base_url=raw_proxy.url, timeout=10) as client:
+        for i in range(6):
+            response = client.request(
+                method, f"/stale/body/{i}", content=b"payload " * 1000, headers=headers
+            )
+            assert response.status_code == 200, response.text
+            assert response.text == f"raw /stale/body/{i} on request 1 of its connection"
+    assert raw_upstream.unanswered > before
+
+
+def test_a_post_is_never_sent_twice(proxies: Proxies, raw_upstream: RawUpstream) -> None:
+    # RFC 9110 9.2.2: the upstream may have acted on it; the client decides whether to retry.
+    # A proxy of its own: its first request must find no idle connection.
+    raw_proxy = proxies.get({"upstream": {"url": raw_upstream.url}}, name="post-once")
+    with httpx.Client(base_url=raw_proxy.url, timeout=10) as client:
+        assert client.post("/stale/post/0", content=b"order").status_code == 200
+        before = raw_upstream.connections
+        assert client.post("/stale/post/1", content=b"order").status_code == 502
+    assert raw_upstream.connections == before
+    no_tracebacks(raw_proxy)
+
+
+def test_a_large_body_is_not_kept_to_be_sent_again(
+    raw_proxy: ProxyProcess, raw_upstream: RawUpstream
+) -> None:
+    with httpx.Client(base_url=raw_proxy.url, timeout=10) as client:
+        assert client.put("/stale/large/0", content=b"x" * 10).status_code == 200
+        before = raw_upstream.connections
+        response = client.put("/stale/large/1", content=b"x" * (1024 * 1024))
+    assert response.status_code == 502
+    assert raw_upstream.connections == before
+    no_tracebacks(raw_proxy)
+
+
 def test_every_idle_connection_closed_by_the_upstream_is_still_no_502(
     raw_proxy: ProxyProcess, raw_upstream: RawUpstream
 ) -> None:

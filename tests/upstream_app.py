@@ -337,7 +337,8 @@ class UpstreamApp:
 
 
 class RawUpstream:
-    """HTTP/1.1 written by hand, one thread per connection. Requests must have no body.
+    """HTTP/1.1 written by hand, one thread per connection. Request bodies must come with
+    a Content-Length; they are read and ignored.
 
     - `/close-delimited?size=N`: N bytes with neither Content-Length nor chunking, then close;
     - `/reset?size=N`: the same head, N bytes, then a TCP reset;
@@ -393,6 +394,13 @@ class RawUpstream:
                     buffer += data
                 head, _, buffer = buffer.partition(b"\r\n\r\n")
                 target = head.split(b" ", 2)[1].decode("latin-1")
+                length = _content_length(head)
+                while len(buffer) < length:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                buffer = buffer[length:]
                 served += 1
                 if not self._answer(conn, target, served):
                     return
@@ -434,3 +442,11 @@ class RawUpstream:
         body = f"raw {path} on request {served} of its connection".encode()
         conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body))
         return True
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
