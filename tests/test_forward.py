@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import socket
@@ -158,6 +159,49 @@ def test_chunked_request_body_is_forwarded_chunked(client: httpx.Client) -> None
     assert data["body"] == expected.decode()
     assert received(data, "transfer-encoding") == ["chunked"]
     assert received(data, "content-length") == []
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = bytearray()
+    while True:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return bytes(out)
+        out += body[:size]
+        body = body[size + 2 :]
+
+
+def test_an_answer_streamed_mid_upload_flows_while_the_body_is_sent(
+    proxies: Proxies, upstream: ThreadServer
+) -> None:
+    # Far more than the sockets and the proxy buffer: if the proxy read the answer only
+    # after the whole upload, both sides would wait on each other until the write timeout.
+    proxy = proxies.get({"upstream": {"url": upstream.url, "timeouts": {"write": 3}}})
+    size = 32 * MiB
+    with socket.create_connection(("127.0.0.1", proxy.port), 30) as sock:
+
+        def upload() -> None:
+            head = b"PUT /echo-stream HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
+            with contextlib.suppress(OSError):  # the assertions below say what went wrong
+                sock.sendall(head)
+                for piece in pattern(size):
+                    sock.sendall(piece)
+
+        sender = threading.Thread(target=upload)
+        sender.start()
+        answer = bytearray()
+        while not answer.endswith(b"\r\n0\r\n\r\n"):
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            answer += chunk
+        sender.join()
+    head, _, body = bytes(answer).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    echoed = _dechunk(body)
+    assert len(echoed) == size
+    assert zlib.crc32(echoed) == pattern_crc(size)
 
 
 def test_codings_before_chunked_are_kept_when_rechunked(proxy: ProxyProcess) -> None:

@@ -119,6 +119,7 @@ class UpstreamApp:
             "/die": self.die,
             "/early-413": self.early_413,
             "/early-200": self.early_200,
+            "/echo-stream": self.echo_stream,
             "/stats": self.stats,
         }
 
@@ -285,6 +286,21 @@ class UpstreamApp:
             if not message.get("more_body", False):
                 break
         await send({"type": "http.response.body", "body": f"read {length} {crc}".encode()})
+
+    async def echo_stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send each piece of the body back as it arrives, before the rest is read."""
+        headers = [(b"content-type", b"application/octet-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            if body:
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            if not message.get("more_body", False):
+                break
+        await send({"type": "http.response.body", "body": b""})
 
     async def stats(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _json(send, self.state.snapshot(_query(scope).get("of", "")))

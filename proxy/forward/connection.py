@@ -150,17 +150,18 @@ class Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def wait(self, timeout: float, what: str) -> None:
+    async def wait(self, timeout: float | None, what: str) -> None:
         # A bare timer rather than asyncio.timeout(): this runs for most requests, and the
         # context manager's bookkeeping costs more than the wait itself.
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[object] = loop.create_future()
         self._waiter = waiter
-        timer = loop.call_later(timeout, _expire, waiter)
+        timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
         try:
             await waiter
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             self._waiter = None
         if waiter.result() is _TIMED_OUT:
             self.close()

@@ -57,18 +57,43 @@ class Exchange:
         self._retry = retry
         self._conn: Connection | None = None
         self._reused = False
+        self._sending: asyncio.Future[None] | None = None
         self.aborted = False
 
     async def _send(self, fresh: bool = False) -> None:
-        try:
-            self._conn, self._reused = await self._pool._checkout(self._is_head, fresh)
-            self._conn.write(self._head)
-            if self._body is not None:
-                await self._pool._send_body(self._conn, self._body.chunks(), self._chunked)
-        except StaleConnection as exc:
-            if not self._may_send_again(exc):
-                raise UpstreamError(str(exc)) from None
-            await self._send_again()
+        """Write the head; the body goes on in a task of its own while the response is
+        awaited, so that an upstream answering mid-upload (an early 413, an echo that
+        streams back what it reads) is heard at once rather than after a write timeout."""
+        self._conn, self._reused = await self._pool._checkout(self._is_head, fresh)
+        conn = self._conn
+        conn.write(self._head)
+        if self._body is not None:
+            sending = asyncio.ensure_future(
+                self._pool._send_body(conn, self._body.chunks(), self._chunked)
+            )
+            sending.add_done_callback(self._body_done)
+            self._sending = sending
+
+    def _body_done(self, sending: asyncio.Future[None]) -> None:
+        error = None if sending.cancelled() else sending.exception()
+        if error is not None and not isinstance(error, UpstreamError):
+            self.abort()  # the client went away mid-body
+        if self._conn is not None:
+            self._conn._wake()
+
+    def _send_failure(self) -> BaseException | None:
+        """Why the body could not be sent, once that is known (a stale connection aside)."""
+        sending = self._sending
+        if sending is None or not sending.done() or sending.cancelled():
+            return None
+        error = sending.exception()
+        return None if isinstance(error, StaleConnection) else error
+
+    async def body_sent(self) -> None:
+        """Wait until the request body is sent or has failed; cancelling the wait leaves
+        the sending be."""
+        if self._sending is not None and not self._sending.done():
+            await asyncio.wait((self._sending,))
 
     def _may_send_again(self, error: UpstreamError) -> bool:
         return (
@@ -79,6 +104,7 @@ class Exchange:
         )
 
     async def _send_again(self) -> None:
+        self._sending = None
         self._release()
         # A fresh connection this time: the other idle ones may be just as stale
         # (the upstream restarted, or closes every idle connection at once).
@@ -110,10 +136,18 @@ class Exchange:
                 return
             if self.aborted:
                 raise UpstreamError("the client went away")
+            failure = self._send_failure()
+            if isinstance(failure, UpstreamError):
+                raise failure
             if conn.error is None:
-                await conn.wait(read_timeout, "response")
+                # The read timeout counts from the end of the upload, not from its start.
+                sending = self._sending is not None and not self._sending.done()
+                await conn.wait(None if sending else read_timeout, "response")
                 continue
             error = conn.error
+            await self.body_sent()  # the connection is gone: it ends at its next write
+            if self.aborted:
+                raise UpstreamError("the client went away")
             if self._may_send_again(error):
                 await self._send_again()
                 continue
@@ -150,6 +184,13 @@ class Exchange:
             self._pool.release(conn)
 
     async def aclose(self) -> None:
+        sending = self._sending
+        if sending is not None and not sending.done():
+            # Answered before the upload ended: the upstream does not want the rest.
+            if self._conn is not None:
+                self._conn.reusable = False
+            sending.cancel()
+            await asyncio.wait((sending,))
         self._release()
 
 
