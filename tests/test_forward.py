@@ -616,6 +616,25 @@ def test_a_body_request_that_may_be_repeated_is_retried_on_a_stale_connection(
     assert raw_upstream.unanswered > before
 
 
+def test_an_upstream_ignoring_expect_still_gets_the_body(raw_proxy: ProxyProcess) -> None:
+    # The raw upstream never sends 100 Continue: after a short wait the body goes anyway.
+    with socket.create_connection(("127.0.0.1", raw_proxy.port), 10) as sock:
+        sock.sendall(
+            b"PUT /expect-ignored HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        )
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            interim += sock.recv(1)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"hello")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert b"\r\n\r\nraw /expect-ignored on request " in answer
+
+
 def test_a_post_is_never_sent_twice(proxies: Proxies, raw_upstream: RawUpstream) -> None:
     # RFC 9110 9.2.2: the upstream may have acted on it; the client decides whether to retry.
     # A proxy of its own: its first request must find no idle connection.

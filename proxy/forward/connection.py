@@ -50,6 +50,8 @@ class Connection(asyncio.Protocol):
         self.head_request = head
         self.status = 0
         self.headers: Headers = []
+        # Set when the upstream said 100 Continue, answered, or failed (wait_continue).
+        self._go_on: asyncio.Event | None = None
         self.chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
         self.got_bytes = False
@@ -111,6 +113,8 @@ class Connection(asyncio.Protocol):
             return
         if 100 <= status < 200:  # interim response (100 Continue, 103 Early Hints): skip it
             self.headers = []
+            if status == 100 and self._go_on is not None:
+                self._go_on.set()
             return
         self.status = status
         self.headers_done = True
@@ -146,6 +150,8 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def _wake(self) -> None:
+        if self._go_on is not None:
+            self._go_on.set()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -166,6 +172,18 @@ class Connection(asyncio.Protocol):
         if waiter.result() is _TIMED_OUT:
             self.close()
             raise UpstreamTimeout(f"no {what} from the upstream within {timeout:g} s")
+
+    async def wait_continue(self, timeout: float) -> None:
+        """Wait for the upstream's 100 Continue (or its answer, or its failure), at most
+        `timeout`: an upstream that ignores `Expect` is sent the body after that."""
+        self._go_on = asyncio.Event()
+        if self.headers_done or self.error is not None or self.closed:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._go_on.wait()
+        except TimeoutError:
+            pass
 
     def write(self, data: bytes) -> None:
         if self.closed or self.transport is None:

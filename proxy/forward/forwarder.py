@@ -136,6 +136,7 @@ class Forwarder:
                 body,
                 request.chunked,
                 request.codings,
+                request.expect_continue,
             )
         except UpstreamError as exc:
             await self._fail(scope, send, exc)

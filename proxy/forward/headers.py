@@ -43,8 +43,9 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
-# The ASGI server already answered `Expect: 100-continue`; the body is on its way.
-REQUEST_ONLY_DROPPED = frozenset({b"expect", b"host"})
+# `Expect: 100-continue` goes up (the upstream decides whether it wants the body, see
+# ForwardedRequest.expect_continue); any other expectation is unknown to HTTP and goes.
+REQUEST_ONLY_DROPPED = frozenset({b"host"})
 FORWARDED = frozenset(
     {
         b"forwarded",
@@ -86,7 +87,15 @@ def connection_tokens(value: bytes) -> set[bytes]:
 class ForwardedRequest:
     """What the forwarder needs to know about one request, computed in one pass."""
 
-    __slots__ = ("chunked", "codings", "content_length", "headers", "host", "proto")
+    __slots__ = (
+        "chunked",
+        "codings",
+        "content_length",
+        "expect_continue",
+        "headers",
+        "host",
+        "proto",
+    )
 
     def __init__(self) -> None:
         self.headers: Headers = []
@@ -97,6 +106,9 @@ class ForwardedRequest:
         # Transfer codings the client applied before chunking (`gzip` of `gzip, chunked`):
         # the body is re-chunked on the way up, and these must stay named or it is garbled.
         self.codings = b""
+        # The client waits for a 100 Continue before it sends the body; the ASGI server
+        # sends one when the body is first read, so it is read once the upstream said so.
+        self.expect_continue = False
 
     @property
     def has_body(self) -> bool:
@@ -104,7 +116,7 @@ class ForwardedRequest:
 
 
 # What the rules do with a header, by name; decided once per name and remembered.
-KEEP, DROP, HOST, LENGTH, CODING, CONNECTION, XFF, XFP, XFH = range(9)
+KEEP, DROP, HOST, LENGTH, CODING, CONNECTION, XFF, XFP, XFH, EXPECT = range(10)
 _TRUSTED_INBOUND = {b"x-forwarded-for": XFF, b"x-forwarded-proto": XFP, b"x-forwarded-host": XFH}
 
 
@@ -140,6 +152,8 @@ class RequestHeaderRules:
             return CONNECTION
         if name == b"host":
             return HOST
+        if name == b"expect":
+            return EXPECT
         if name == b"content-length":
             return LENGTH
         if name == b"transfer-encoding":
@@ -193,6 +207,10 @@ class RequestHeaderRules:
             elif kind == XFP:
                 inbound_proto = value
                 headers.append((name, value))
+            elif kind == EXPECT:
+                if value.strip().lower() == b"100-continue":
+                    out.expect_continue = True
+                    headers.append((name, b"100-continue"))
             elif kind == XFH:
                 inbound_host = value
                 headers.append((name, value))

@@ -29,6 +29,8 @@ from proxy.forward.retry import ReplayableBody, may_retry
 from proxy.forward.slots import Slots
 
 CHUNKED_END = b"0\r\n\r\n"
+# How long the client's body waits for the upstream's 100 Continue (as curl does).
+CONTINUE_WAIT = 1.0
 
 
 class Exchange:
@@ -58,6 +60,7 @@ class Exchange:
         self._conn: Connection | None = None
         self._reused = False
         self._sending: asyncio.Future[None] | None = None
+        self.expect_continue = False
         self.aborted = False
 
     async def _send(self, fresh: bool = False) -> None:
@@ -69,7 +72,9 @@ class Exchange:
         conn.write(self._head)
         if self._body is not None:
             sending = asyncio.ensure_future(
-                self._pool._send_body(conn, self._body.chunks(), self._chunked)
+                self._pool._send_body(
+                    conn, self._body.chunks(), self._chunked, self.expect_continue
+                )
             )
             sending.add_done_callback(self._body_done)
             self._sending = sending
@@ -222,6 +227,7 @@ class UpstreamPool:
         body: AsyncIterator[bytes] | None = None,
         chunked: bool = False,
         codings: bytes = b"",
+        expect_continue: bool = False,
     ) -> Exchange:
         """Send one request (head and body); the caller then awaits the response head.
         A chunked body is re-chunked; `codings` are those the client applied before."""
@@ -229,6 +235,7 @@ class UpstreamPool:
         replayable = ReplayableBody(body) if body is not None else None
         retry = body is None or may_retry(method, headers)
         exchange = Exchange(self, head, method == b"HEAD", replayable, chunked, retry)
+        exchange.expect_continue = expect_continue
         try:
             await exchange._send()
         except BaseException:
@@ -236,8 +243,17 @@ class UpstreamPool:
             raise
         return exchange
 
-    async def _send_body(self, conn: Connection, body: AsyncIterator[bytes], chunked: bool) -> None:
+    async def _send_body(
+        self, conn: Connection, body: AsyncIterator[bytes], chunked: bool, expect: bool
+    ) -> None:
         write_timeout = self.settings.timeouts.write
+        if expect:
+            # The client's 100 Continue is sent when its body is first read: not before the
+            # upstream's, and not at all when the upstream answers without wanting the body.
+            await conn.wait_continue(CONTINUE_WAIT)
+            if conn.headers_done or conn.error is not None:
+                conn.reusable = False
+                return
         async for chunk in body:
             if conn.headers_done and (conn.message_done or conn.status >= 300):
                 # Refused early (e.g. 413) or answered in full: stop sending, do not reuse.
