@@ -19,6 +19,7 @@ import pytest
 
 from .fixtures.forwarding import (
     Proxies,
+    continued_exchange,
     echo,
     no_tracebacks,
     raw_exchange,
@@ -618,19 +619,12 @@ def test_a_body_request_that_may_be_repeated_is_retried_on_a_stale_connection(
 
 def test_an_upstream_ignoring_expect_still_gets_the_body(raw_proxy: ProxyProcess) -> None:
     # The raw upstream never sends 100 Continue: after a short wait the body goes anyway.
-    with socket.create_connection(("127.0.0.1", raw_proxy.port), 10) as sock:
-        sock.sendall(
-            b"PUT /expect-ignored HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-            b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
-        )
-        interim = b""
-        while b"\r\n\r\n" not in interim:
-            interim += sock.recv(1)
-        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
-        sock.sendall(b"hello")
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+    head = (
+        b"PUT /expect-ignored HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+    )
+    interim, answer = continued_exchange(raw_proxy.port, head, b"hello")
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
     assert b"\r\n\r\nraw /expect-ignored on request " in answer
 

@@ -14,7 +14,14 @@ from proxy.config import DEFAULT_MAX_HEAD_BYTES as MAX_HEADER_BYTES
 from proxy.config import settings_from_data
 from proxy.forward.headers import FORWARDED, RequestHeaderRules, fold
 
-from .fixtures.forwarding import Proxies, echo, no_tracebacks, raw_exchange, received
+from .fixtures.forwarding import (
+    Proxies,
+    continued_exchange,
+    echo,
+    no_tracebacks,
+    raw_exchange,
+    received,
+)
 from .servers import ProxyProcess, ThreadServer
 
 PUBLIC_URL = "https://app.example.test"
@@ -103,16 +110,8 @@ def test_expect_100_continue_is_answered_once_the_upstream_wants_the_body(
         b"POST /echo/expect HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n"
         b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
     )
-    with socket.create_connection(("127.0.0.1", proxy.port), 10) as sock:
-        sock.sendall(head)
-        interim = b""
-        while b"\r\n\r\n" not in interim:
-            interim += sock.recv(1)
-        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
-        sock.sendall(b"hello")
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+    interim, answer = continued_exchange(proxy.port, head, b"hello")
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
     assert answer.startswith(b"HTTP/1.1 200 ")
     data = json.loads(answer.partition(b"\r\n\r\n")[2])
     assert data["body"] == "hello"
