@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gzip
 import json
 import socket
 import threading
@@ -17,6 +19,7 @@ import pytest
 
 from .fixtures.forwarding import (
     Proxies,
+    continued_exchange,
     echo,
     no_tracebacks,
     raw_exchange,
@@ -157,6 +160,78 @@ def test_chunked_request_body_is_forwarded_chunked(client: httpx.Client) -> None
     assert data["body"] == expected.decode()
     assert received(data, "transfer-encoding") == ["chunked"]
     assert received(data, "content-length") == []
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = bytearray()
+    while True:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return bytes(out)
+        out += body[:size]
+        body = body[size + 2 :]
+
+
+def test_an_answer_streamed_mid_upload_flows_while_the_body_is_sent(
+    proxies: Proxies, upstream: ThreadServer
+) -> None:
+    # Far more than the sockets and the proxy buffer: if the proxy read the answer only
+    # after the whole upload, both sides would wait on each other until the write timeout.
+    proxy = proxies.get({"upstream": {"url": upstream.url, "timeouts": {"write": 3}}})
+    size = 32 * MiB
+    with socket.create_connection(("127.0.0.1", proxy.port), 30) as sock:
+
+        def upload() -> None:
+            head = b"PUT /echo-stream HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
+            with contextlib.suppress(OSError):  # the assertions below say what went wrong
+                sock.sendall(head)
+                for piece in pattern(size):
+                    sock.sendall(piece)
+
+        sender = threading.Thread(target=upload)
+        sender.start()
+        answer = bytearray()
+        while not answer.endswith(b"\r\n0\r\n\r\n"):
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            answer += chunk
+        sender.join()
+    head, _, body = bytes(answer).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    echoed = _dechunk(body)
+    assert len(echoed) == size
+    assert zlib.crc32(echoed) == pattern_crc(size)
+
+
+def test_codings_before_chunked_are_kept_when_rechunked(proxy: ProxyProcess) -> None:
+    body = gzip.compress(b"compressed upload " * 100)
+    chunks = b"".join(b"%x\r\n%b\r\n" % (len(part), part) for part in (body[:10], body[10:]))
+    answer = raw_exchange(
+        proxy.port,
+        b"POST /echo/gzip HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Transfer-Encoding: gzip, chunked\r\n\r\n" + chunks + b"0\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    data = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert received(data, "transfer-encoding") == ["gzip, chunked"]
+    # The upstream's server does not decode gzip: it gets the compressed bytes, intact.
+    assert data["length"] == len(body)
+    assert data["crc32"] == zlib.crc32(body)
+
+
+@pytest.mark.parametrize("coding", [b"gz ip, chunked", b"gzip;q=1, chunked", b", chunked"])
+def test_a_transfer_encoding_that_is_not_a_coding_list_is_a_400(
+    proxy: ProxyProcess, coding: bytes
+) -> None:
+    answer = raw_exchange(
+        proxy.port,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Transfer-Encoding: " + coding + b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    no_tracebacks(proxy)
 
 
 def test_content_length_request_body_is_streamed(client: httpx.Client) -> None:
@@ -522,6 +597,60 @@ def test_a_reused_connection_closed_by_the_upstream_is_retried(
             assert response.status_code == 200, response.text
             assert response.text == f"raw /stale/{i} on request 1 of its connection"
     assert raw_upstream.unanswered > before
+
+
+@pytest.mark.parametrize(
+    ("method", "headers"),
+    [("PUT", {}), ("DELETE", {}), ("POST", {"Idempotency-Key": "order-17"})],
+)
+def test_a_body_request_that_may_be_repeated_is_retried_on_a_stale_connection(
+    raw_proxy: ProxyProcess, raw_upstream: RawUpstream, method: str, headers: dict[str, str]
+) -> None:
+    before = raw_upstream.unanswered
+    with httpx.Client(base_url=raw_proxy.url, timeout=10) as client:
+        for i in range(6):
+            response = client.request(
+                method, f"/stale/body/{i}", content=b"payload " * 1000, headers=headers
+            )
+            assert response.status_code == 200, response.text
+            assert response.text == f"raw /stale/body/{i} on request 1 of its connection"
+    assert raw_upstream.unanswered > before
+
+
+def test_an_upstream_ignoring_expect_still_gets_the_body(raw_proxy: ProxyProcess) -> None:
+    # The raw upstream never sends 100 Continue: after a short wait the body goes anyway.
+    head = (
+        b"PUT /expect-ignored HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+    )
+    interim, answer = continued_exchange(raw_proxy.port, head, b"hello")
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert b"\r\n\r\nraw /expect-ignored on request " in answer
+
+
+def test_a_post_is_never_sent_twice(proxies: Proxies, raw_upstream: RawUpstream) -> None:
+    # RFC 9110 9.2.2: the upstream may have acted on it; the client decides whether to retry.
+    # A proxy of its own: its first request must find no idle connection.
+    raw_proxy = proxies.get({"upstream": {"url": raw_upstream.url}}, name="post-once")
+    with httpx.Client(base_url=raw_proxy.url, timeout=10) as client:
+        assert client.post("/stale/post/0", content=b"order").status_code == 200
+        before = raw_upstream.connections
+        assert client.post("/stale/post/1", content=b"order").status_code == 502
+    assert raw_upstream.connections == before
+    no_tracebacks(raw_proxy)
+
+
+def test_a_large_body_is_not_kept_to_be_sent_again(
+    raw_proxy: ProxyProcess, raw_upstream: RawUpstream
+) -> None:
+    with httpx.Client(base_url=raw_proxy.url, timeout=10) as client:
+        assert client.put("/stale/large/0", content=b"x" * 10).status_code == 200
+        before = raw_upstream.connections
+        response = client.put("/stale/large/1", content=b"x" * (1024 * 1024))
+    assert response.status_code == 502
+    assert raw_upstream.connections == before
+    no_tracebacks(raw_proxy)
 
 
 def test_every_idle_connection_closed_by_the_upstream_is_still_no_502(

@@ -14,7 +14,14 @@ from proxy.config import DEFAULT_MAX_HEAD_BYTES as MAX_HEADER_BYTES
 from proxy.config import settings_from_data
 from proxy.forward.headers import FORWARDED, RequestHeaderRules, fold
 
-from .fixtures.forwarding import Proxies, echo, no_tracebacks, raw_exchange, received
+from .fixtures.forwarding import (
+    Proxies,
+    continued_exchange,
+    echo,
+    no_tracebacks,
+    raw_exchange,
+    received,
+)
 from .servers import ProxyProcess, ThreadServer
 
 PUBLIC_URL = "https://app.example.test"
@@ -96,22 +103,57 @@ def test_hop_by_hop_response_headers_are_removed(client: httpx.Client) -> None:
     assert "upgrade" not in response.headers
 
 
-def test_expect_100_continue_is_answered_by_the_proxy(proxy: ProxyProcess) -> None:
+def test_expect_100_continue_is_answered_once_the_upstream_wants_the_body(
+    proxy: ProxyProcess,
+) -> None:
     head = (
         b"POST /echo/expect HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n"
         b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
     )
-    with socket.create_connection(("127.0.0.1", proxy.port), 10) as sock:
+    interim, answer = continued_exchange(proxy.port, head, b"hello")
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    data = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert data["body"] == "hello"
+    # The upstream was asked, and its 100 Continue is what let the body come.
+    assert received(data, "expect") == ["100-continue"]
+
+
+def _first_head(port: int, head: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), 10) as sock:
         sock.sendall(head)
-        interim = b""
-        while b"\r\n\r\n" not in interim:
-            interim += sock.recv(1)
-        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
-        sock.sendall(b"hello")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return answer.partition(b"\r\n\r\n")[0]
+
+
+def test_an_upstream_refusing_the_body_is_answered_without_a_100_continue(
+    proxy: ProxyProcess,
+) -> None:
+    # The client never sends its body: it waits for the 100 the upstream does not give.
+    head = (
+        b"POST /early-413 HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5000000\r\n"
+        b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+    )
+    assert _first_head(proxy.port, head).startswith(b"HTTP/1.1 413 ")
+    no_tracebacks(proxy)
+
+
+@pytest.mark.parametrize("value", [b"200-ok", b"100-continue, x", b"\xff"])
+def test_an_unknown_expectation_is_not_forwarded(proxy: ProxyProcess, value: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", proxy.port), 10) as sock:
+        sock.sendall(
+            b"POST /echo/expect HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n"
+            b"Expect: " + value + b"\r\nConnection: close\r\n\r\nhello"
+        )
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
-    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
     data = json.loads(answer.partition(b"\r\n\r\n")[2])
     assert data["body"] == "hello"
     assert received(data, "expect") == []

@@ -164,6 +164,20 @@ def test_a_refused_handshake_is_relayed(proxy: ProxyProcess) -> None:
     assert refused.value.response.body == b"go away"
 
 
+def test_the_upstreams_handshake_response_headers_reach_the_client(proxy: ProxyProcess) -> None:
+    with open_ws(proxy, "/ws-cookie") as ws:
+        assert ws.response is not None
+        headers = ws.response.headers
+        ws.send("still works")
+        assert ws.recv(timeout=10) == "still works"
+    # Cookies each kept apart, the internal domain rewritten as for plain HTTP.
+    assert headers.get_all("set-cookie") == ["ws=1; Path=/; HttpOnly", "room=2; Path=/"]
+    assert headers.get_all("x-room") == ["lobby"]
+    # The handshake's own headers are the proxy's, once each.
+    assert headers.get_all("upgrade") == ["websocket"]
+    assert len(headers.get_all("sec-websocket-accept")) == 1
+
+
 def test_upstream_down_is_a_502(refused_proxy: ProxyProcess) -> None:
     with pytest.raises(InvalidStatus) as refused:
         open_ws(refused_proxy, "/ws")

@@ -119,6 +119,7 @@ class UpstreamApp:
             "/die": self.die,
             "/early-413": self.early_413,
             "/early-200": self.early_200,
+            "/echo-stream": self.echo_stream,
             "/stats": self.stats,
         }
 
@@ -286,13 +287,29 @@ class UpstreamApp:
                 break
         await send({"type": "http.response.body", "body": f"read {length} {crc}".encode()})
 
+    async def echo_stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send each piece of the body back as it arrives, before the rest is read."""
+        headers = [(b"content-type", b"application/octet-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            if body:
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            if not message.get("more_body", False):
+                break
+        await send({"type": "http.response.body", "body": b""})
+
     async def stats(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _json(send, self.state.snapshot(_query(scope).get("of", "")))
 
     async def websocket(
         self, scope: Scope, receive: Receive, send: Send, query: dict[str, str]
     ) -> None:
-        """Echo; `close CODE REASON` makes the upstream close; `/ws-deny` refuses with 403."""
+        """Echo; `close CODE REASON` makes the upstream close; `/ws-deny` refuses with 403;
+        `/ws-cookie` accepts with cookies and a header of its own."""
         await receive()  # websocket.connect
         if scope["path"] == "/ws-deny":
             headers = [(b"content-type", b"text/plain"), (b"content-length", b"7")]
@@ -301,7 +318,15 @@ class UpstreamApp:
             return
         offered = scope.get("subprotocols") or []
         chosen = next((p for p in SUBPROTOCOLS if p in offered), None)
-        await send({"type": "websocket.accept", "subprotocol": chosen})
+        accept: list[tuple[bytes, bytes]] = []
+        if scope["path"] == "/ws-cookie":  # handshake response headers meant for the browser
+            host = scope["server"][0]
+            accept = [
+                (b"set-cookie", b"ws=1; Path=/; HttpOnly"),
+                (b"set-cookie", f"room=2; Domain={host}; Path=/".encode()),
+                (b"x-room", b"lobby"),
+            ]
+        await send({"type": "websocket.accept", "subprotocol": chosen, "headers": accept})
         tag = query.get("tag", "")
         while True:
             message = await receive()
@@ -328,7 +353,8 @@ class UpstreamApp:
 
 
 class RawUpstream:
-    """HTTP/1.1 written by hand, one thread per connection. Requests must have no body.
+    """HTTP/1.1 written by hand, one thread per connection. Request bodies must come with
+    a Content-Length; they are read and ignored.
 
     - `/close-delimited?size=N`: N bytes with neither Content-Length nor chunking, then close;
     - `/reset?size=N`: the same head, N bytes, then a TCP reset;
@@ -384,6 +410,13 @@ class RawUpstream:
                     buffer += data
                 head, _, buffer = buffer.partition(b"\r\n\r\n")
                 target = head.split(b" ", 2)[1].decode("latin-1")
+                length = _content_length(head)
+                while len(buffer) < length:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                buffer = buffer[length:]
                 served += 1
                 if not self._answer(conn, target, served):
                     return
@@ -425,3 +458,11 @@ class RawUpstream:
         body = f"raw {path} on request {served} of its connection".encode()
         conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body))
         return True
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0

@@ -130,10 +130,14 @@ class Forwarder:
         send = metrics.watch_response(send)  # metrics: counts the response, times its head
         try:
             exchange = await self.pool.request(
-                scope["method"].encode(), target, request.headers, body, request.chunked
+                scope["method"].encode(),
+                target,
+                request.headers,
+                body,
+                request.chunked,
+                request.codings,
+                request.expect_continue,
             )
-        except ClientDisconnected:
-            return
         except UpstreamError as exc:
             await self._fail(scope, send, exc)
             return
@@ -225,8 +229,10 @@ def _watch(receive: Receive, exchange: Exchange) -> asyncio.Future[None]:
 
 
 async def _watch_disconnect(receive: Receive, exchange: Exchange) -> None:
-    # Started once the request body was handed to the upstream (or there was none), so
-    # whatever receive() yields now is the rest of an unread body, or the disconnect.
+    # Once the request body was handed to the upstream (or there was none), whatever
+    # receive() yields is the rest of an unread body, or the disconnect. Until then the
+    # body's sending notices a client that goes away.
+    await exchange.body_sent()
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":

@@ -16,6 +16,7 @@ Rules, in order, for every forwarded request:
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, MutableMapping
 from functools import lru_cache
 from typing import Any
@@ -25,6 +26,9 @@ from proxy.asgi import App, Headers, Receive, Scope, Send
 from proxy.config import IpNetwork, Settings
 from proxy.errors import BadRequest
 from proxy.ops.logs import REQUEST_ID_HEADER
+
+# RFC 9110 5.6.2: a token, which is what a transfer-coding name is.
+TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 HOP_BY_HOP = frozenset(
     {
@@ -39,8 +43,9 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
-# The ASGI server already answered `Expect: 100-continue`; the body is on its way.
-REQUEST_ONLY_DROPPED = frozenset({b"expect", b"host"})
+# `Expect: 100-continue` goes up (the upstream decides whether it wants the body, see
+# ForwardedRequest.expect_continue); any other expectation is unknown to HTTP and goes.
+REQUEST_ONLY_DROPPED = frozenset({b"host"})
 FORWARDED = frozenset(
     {
         b"forwarded",
@@ -82,7 +87,15 @@ def connection_tokens(value: bytes) -> set[bytes]:
 class ForwardedRequest:
     """What the forwarder needs to know about one request, computed in one pass."""
 
-    __slots__ = ("chunked", "content_length", "headers", "host", "proto")
+    __slots__ = (
+        "chunked",
+        "codings",
+        "content_length",
+        "expect_continue",
+        "headers",
+        "host",
+        "proto",
+    )
 
     def __init__(self) -> None:
         self.headers: Headers = []
@@ -90,6 +103,12 @@ class ForwardedRequest:
         self.proto = b"http"
         self.content_length: bytes | None = None
         self.chunked = False
+        # Transfer codings the client applied before chunking (`gzip` of `gzip, chunked`):
+        # the body is re-chunked on the way up, and these must stay named or it is garbled.
+        self.codings = b""
+        # The client waits for a 100 Continue before it sends the body; the ASGI server
+        # sends one when the body is first read, so it is read once the upstream said so.
+        self.expect_continue = False
 
     @property
     def has_body(self) -> bool:
@@ -97,7 +116,7 @@ class ForwardedRequest:
 
 
 # What the rules do with a header, by name; decided once per name and remembered.
-KEEP, DROP, HOST, LENGTH, CODING, CONNECTION, XFF, XFP, XFH = range(9)
+KEEP, DROP, HOST, LENGTH, CODING, CONNECTION, XFF, XFP, XFH, EXPECT = range(10)
 _TRUSTED_INBOUND = {b"x-forwarded-for": XFF, b"x-forwarded-proto": XFP, b"x-forwarded-host": XFH}
 
 
@@ -133,6 +152,8 @@ class RequestHeaderRules:
             return CONNECTION
         if name == b"host":
             return HOST
+        if name == b"expect":
+            return EXPECT
         if name == b"content-length":
             return LENGTH
         if name == b"transfer-encoding":
@@ -180,11 +201,16 @@ class RequestHeaderRules:
                 headers.append((name, value))
             elif kind == CODING:
                 out.chunked = True
+                out.codings = _join(out.codings, _codings_before_chunked(value))
             elif kind == XFF:  # re-added below, extended
                 inbound_xff = value if not inbound_xff else inbound_xff + b", " + value
             elif kind == XFP:
                 inbound_proto = value
                 headers.append((name, value))
+            elif kind == EXPECT:
+                if value.strip().lower() == b"100-continue":
+                    out.expect_continue = True
+                    headers.append((name, b"100-continue"))
             elif kind == XFH:
                 inbound_host = value
                 headers.append((name, value))
@@ -259,3 +285,20 @@ class ProtectedHeaders:
                     scope["headers"] = [(n, v) for n, v in headers if not self.protected(n)]
                     break
         await self.app(scope, receive, send)
+
+
+def _codings_before_chunked(value: bytes) -> bytes:
+    """The codings of one Transfer-Encoding value other than `chunked`, or a 400 for a
+    value that is not a list of coding names (the server only checks the last one)."""
+    kept = []
+    for token in value.split(b","):
+        coding = token.strip().lower()
+        if not TOKEN.fullmatch(coding):
+            raise BadRequest("the Transfer-Encoding header is not a list of transfer codings")
+        if coding != b"chunked":
+            kept.append(coding)
+    return b", ".join(kept)
+
+
+def _join(first: bytes, second: bytes) -> bytes:
+    return first + b", " + second if first and second else first or second

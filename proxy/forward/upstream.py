@@ -9,7 +9,7 @@ What it does: keep-alive connections to one origin, bounded in number; request b
 streamed with the transport's write flow control; response bodies streamed with
 back-pressure (reading pauses while the consumer is behind); connect, read, write and
 pool timeouts; a request that finds its idle connection closed by the upstream is retried
-once on a fresh one when it has no body. Every failure is an UpstreamError.
+once on a fresh one when that is safe (retry.py). Every failure is an UpstreamError.
 """
 
 from __future__ import annotations
@@ -19,199 +19,18 @@ import collections
 import ssl
 import time
 from collections.abc import AsyncIterator
-from typing import cast
 from urllib.parse import urlsplit
-
-import httptools
 
 from proxy.asgi import Headers
 from proxy.config import UpstreamSettings
-from proxy.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from proxy.errors import UpstreamError, UpstreamTimeout
+from proxy.forward.connection import Connection, StaleConnection
+from proxy.forward.retry import ReplayableBody, may_retry
 from proxy.forward.slots import Slots
 
-# Reading from the upstream pauses once this much of a response waits for the client.
-HIGH_WATER = 256 * 1024
 CHUNKED_END = b"0\r\n\r\n"
-
-
-_TIMED_OUT = object()
-
-
-def _expire(waiter: asyncio.Future[object]) -> None:
-    if not waiter.done():
-        waiter.set_result(_TIMED_OUT)
-
-
-class _StaleConnection(UpstreamError):
-    """A reused connection was closed by the upstream before it answered."""
-
-
-class Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection; one request at a time; fed by the event loop."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.idle_since = 0.0
-        self._can_write = asyncio.Event()
-        self._can_write.set()
-        self._waiter: asyncio.Future[object] | None = None
-        self._reset(head=False)
-
-    def _reset(self, head: bool) -> None:
-        self.parser = httptools.HttpResponseParser(self)
-        self.head_request = head
-        self.status = 0
-        self.headers: Headers = []
-        self.chunks: collections.deque[bytes] = collections.deque()
-        self.buffered = 0
-        self.got_bytes = False
-        self.headers_done = False
-        self.message_done = False
-        self.reusable = True
-        self.error: UpstreamError | None = None
-        self.paused = False
-
-    # --- asyncio.Protocol -------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-
-    def data_received(self, data: bytes) -> None:
-        self.got_bytes = True
-        if self.message_done:  # bytes nobody asked for: the connection is out of step
-            self.reusable = False
-            self.close()
-            return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(UpstreamProtocolError("the upstream switched protocols unasked"))
-        except httptools.HttpParserError as exc:
-            self._fail(UpstreamProtocolError(f"invalid HTTP response from the upstream: {exc}"))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.reusable = False
-        if not self.message_done and self.error is None:  # keep the first, precise error
-            if self.headers_done and exc is None and self._body_ends_at_close():
-                # A body delimited by the close ends here; one cut by a reset does not.
-                self.message_done = True
-            elif not self.got_bytes:
-                self.error = _StaleConnection("the upstream closed the connection")
-            else:
-                self.error = UpstreamProtocolError(
-                    "the upstream closed the connection mid-response"
-                )
-        self._can_write.set()
-        self._wake()
-
-    def pause_writing(self) -> None:
-        self._can_write.clear()
-
-    def resume_writing(self) -> None:
-        self._can_write.set()
-
-    # --- httptools callbacks -----------------------------------------------------------------
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
-
-    def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
-        if not 100 <= status <= 599:  # the parser takes any three digits; HTTP does not
-            self._fail(UpstreamProtocolError(f"the upstream answered with status {status}"))
-            return
-        if 100 <= status < 200:  # interim response (100 Continue, 103 Early Hints): skip it
-            self.headers = []
-            return
-        self.status = status
-        self.headers_done = True
-        if self.head_request:
-            # httptools cannot be told a HEAD response has no body; this parser is done.
-            self.message_done = True
-        self._wake()
-
-    def on_body(self, body: bytes) -> None:
-        self.chunks.append(body)
-        self.buffered += len(body)
-        if self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()
-        self._wake()
-
-    def on_message_complete(self) -> None:
-        if self.status == 0:  # end of an interim response
-            return
-        self.message_done = True
-        self.reusable = self.reusable and self.parser.should_keep_alive()
-        self._wake()
-
-    # --- used by the pool and the response ---------------------------------------------------
-
-    def _body_ends_at_close(self) -> bool:
-        names = {name for name, _ in self.headers}
-        return b"content-length" not in names and b"transfer-encoding" not in names
-
-    def _fail(self, error: UpstreamError) -> None:
-        self.error = error
-        self.close()
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def wait(self, timeout: float, what: str) -> None:
-        # A bare timer rather than asyncio.timeout(): this runs for most requests, and the
-        # context manager's bookkeeping costs more than the wait itself.
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[object] = loop.create_future()
-        self._waiter = waiter
-        timer = loop.call_later(timeout, _expire, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
-        if waiter.result() is _TIMED_OUT:
-            self.close()
-            raise UpstreamTimeout(f"no {what} from the upstream within {timeout:g} s")
-
-    def write(self, data: bytes) -> None:
-        if self.closed or self.transport is None:
-            raise self.error or UpstreamError("the upstream closed the connection")
-        self.transport.write(data)
-
-    async def drain(self, timeout: float) -> None:
-        if self._can_write.is_set():
-            return
-        try:
-            async with asyncio.timeout(timeout):
-                await self._can_write.wait()
-        except TimeoutError:
-            self.close()
-            raise UpstreamTimeout(
-                f"the upstream did not read the request within {timeout:g} s"
-            ) from None
-        if self.closed and self.error:
-            raise self.error
-
-    def take_body(self) -> bytes:
-        data = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
-        self.chunks.clear()
-        self.buffered = 0
-        if self.paused and self.transport is not None and not self.closed:
-            self.paused = False
-            self.transport.resume_reading()
-        return data
-
-    def close(self) -> None:
-        self.reusable = False
-        if self.transport is not None and not self.closed:
-            self.closed = True
-            self.transport.close()
+# How long the client's body waits for the upstream's 100 Continue (as curl does).
+CONTINUE_WAIT = 1.0
 
 
 class Exchange:
@@ -219,27 +38,82 @@ class Exchange:
 
     `UpstreamPool.request` returns once the request is sent; `ready` tells whether the
     response head is already in (so a caller can skip any waiting machinery), and
-    `wait_headers()` waits for it, retrying once on a fresh connection when a reused idle
-    connection turns out to have been closed by the upstream and the request had no body.
+    `wait_headers()` waits for it, sending the request again on a fresh connection when a
+    reused idle connection turns out to have been closed by the upstream and that is safe.
     """
 
-    def __init__(self, pool: UpstreamPool, head: bytes, is_head: bool, has_body: bool) -> None:
+    def __init__(
+        self,
+        pool: UpstreamPool,
+        head: bytes,
+        is_head: bool,
+        body: ReplayableBody | None,
+        chunked: bool,
+        retry: bool,
+    ) -> None:
         self._pool = pool
         self._head = head
         self._is_head = is_head
-        self._has_body = has_body
+        self._body = body
+        self._chunked = chunked
+        self._retry = retry
         self._conn: Connection | None = None
         self._reused = False
+        self._sending: asyncio.Future[None] | None = None
+        self.expect_continue = False
         self.aborted = False
 
-    async def _start(
-        self, body: AsyncIterator[bytes] | None, chunked: bool, fresh: bool = False
-    ) -> None:
+    async def _send(self, fresh: bool = False) -> None:
+        """Write the head; the body goes on in a task of its own while the response is
+        awaited, so that an upstream answering mid-upload (an early 413, an echo that
+        streams back what it reads) is heard at once rather than after a write timeout."""
         self._conn, self._reused = await self._pool._checkout(self._is_head, fresh)
         conn = self._conn
         conn.write(self._head)
-        if body is not None:
-            await self._pool._send_body(conn, body, chunked)
+        if self._body is not None:
+            sending = asyncio.ensure_future(
+                self._pool._send_body(
+                    conn, self._body.chunks(), self._chunked, self.expect_continue
+                )
+            )
+            sending.add_done_callback(self._body_done)
+            self._sending = sending
+
+    def _body_done(self, sending: asyncio.Future[None]) -> None:
+        error = None if sending.cancelled() else sending.exception()
+        if error is not None and not isinstance(error, UpstreamError):
+            self.abort()  # the client went away mid-body
+        if self._conn is not None:
+            self._conn._wake()
+
+    def _send_failure(self) -> BaseException | None:
+        """Why the body could not be sent, once that is known (a stale connection aside)."""
+        sending = self._sending
+        if sending is None or not sending.done() or sending.cancelled():
+            return None
+        error = sending.exception()
+        return None if isinstance(error, StaleConnection) else error
+
+    async def body_sent(self) -> None:
+        """Wait until the request body is sent or has failed; cancelling the wait leaves
+        the sending be."""
+        if self._sending is not None and not self._sending.done():
+            await asyncio.wait((self._sending,))
+
+    def _may_send_again(self, error: UpstreamError) -> bool:
+        return (
+            isinstance(error, StaleConnection)
+            and self._reused
+            and self._retry
+            and (self._body is None or self._body.replayable)
+        )
+
+    async def _send_again(self) -> None:
+        self._sending = None
+        self._release()
+        # A fresh connection this time: the other idle ones may be just as stale
+        # (the upstream restarted, or closes every idle connection at once).
+        await self._send(fresh=True)
 
     @property
     def ready(self) -> bool:
@@ -267,17 +141,22 @@ class Exchange:
                 return
             if self.aborted:
                 raise UpstreamError("the client went away")
+            failure = self._send_failure()
+            if isinstance(failure, UpstreamError):
+                raise failure
             if conn.error is None:
-                await conn.wait(read_timeout, "response")
+                # The read timeout counts from the end of the upload, not from its start.
+                sending = self._sending is not None and not self._sending.done()
+                await conn.wait(None if sending else read_timeout, "response")
                 continue
             error = conn.error
-            if isinstance(error, _StaleConnection) and self._reused and not self._has_body:
-                self._release()
-                # A fresh connection this time: the other idle ones may be just as stale
-                # (the upstream restarted, or closes every idle connection at once).
-                await self._start(None, False, fresh=True)
+            await self.body_sent()  # the connection is gone: it ends at its next write
+            if self.aborted:
+                raise UpstreamError("the client went away")
+            if self._may_send_again(error):
+                await self._send_again()
                 continue
-            raise UpstreamError(str(error)) if isinstance(error, _StaleConnection) else error
+            raise UpstreamError(str(error)) if isinstance(error, StaleConnection) else error
 
     def first_chunk(self) -> bytes:
         """The body so far (all of it when `complete`)."""
@@ -310,6 +189,13 @@ class Exchange:
             self._pool.release(conn)
 
     async def aclose(self) -> None:
+        sending = self._sending
+        if sending is not None and not sending.done():
+            # Answered before the upload ended: the upstream does not want the rest.
+            if self._conn is not None:
+                self._conn.reusable = False
+            sending.cancel()
+            await asyncio.wait((sending,))
         self._release()
 
 
@@ -340,19 +226,34 @@ class UpstreamPool:
         headers: Headers,
         body: AsyncIterator[bytes] | None = None,
         chunked: bool = False,
+        codings: bytes = b"",
+        expect_continue: bool = False,
     ) -> Exchange:
-        """Send one request (head and body); the caller then awaits the response head."""
-        head = _request_head(method, target, headers, chunked)
-        exchange = Exchange(self, head, method == b"HEAD", body is not None)
+        """Send one request (head and body); the caller then awaits the response head.
+        A chunked body is re-chunked; `codings` are those the client applied before."""
+        head = _request_head(method, target, headers, chunked, codings)
+        replayable = ReplayableBody(body) if body is not None else None
+        retry = body is None or may_retry(method, headers)
+        exchange = Exchange(self, head, method == b"HEAD", replayable, chunked, retry)
+        exchange.expect_continue = expect_continue
         try:
-            await exchange._start(body, chunked)
+            await exchange._send()
         except BaseException:
             await exchange.aclose()
             raise
         return exchange
 
-    async def _send_body(self, conn: Connection, body: AsyncIterator[bytes], chunked: bool) -> None:
+    async def _send_body(
+        self, conn: Connection, body: AsyncIterator[bytes], chunked: bool, expect: bool
+    ) -> None:
         write_timeout = self.settings.timeouts.write
+        if expect:
+            # The client's 100 Continue is sent when its body is first read: not before the
+            # upstream's, and not at all when the upstream answers without wanting the body.
+            await conn.wait_continue(CONTINUE_WAIT)
+            if conn.headers_done or conn.error is not None:
+                conn.reusable = False
+                return
         async for chunk in body:
             if conn.headers_done and (conn.message_done or conn.status >= 300):
                 # Refused early (e.g. 413) or answered in full: stop sending, do not reuse.
@@ -419,11 +320,13 @@ class UpstreamPool:
             self._idle.pop().close()
 
 
-def _request_head(method: bytes, target: bytes, headers: Headers, chunked: bool) -> bytes:
+def _request_head(
+    method: bytes, target: bytes, headers: Headers, chunked: bool, codings: bytes
+) -> bytes:
     parts = [method, b" ", target, b" HTTP/1.1\r\n"]
     for name, value in headers:
         parts += (name, b": ", value, b"\r\n")
     if chunked:
-        parts.append(b"transfer-encoding: chunked\r\n")
+        parts += (b"transfer-encoding: ", codings + b", " if codings else b"", b"chunked\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)

@@ -2,7 +2,9 @@
 
 The handshake is repeated towards the upstream with the browser's headers (less the
 hop-by-hop and handshake ones, which the client library writes itself) and its
-subprotocols; the upstream's choice of subprotocol is what the browser gets. Messages
+subprotocols; the upstream's choice of subprotocol is what the browser gets, and so are
+the other headers of its handshake response (Set-Cookie above all), under the same rules
+as a plain HTTP response (hop-by-hop ones dropped, the internal origin rewritten). Messages
 and close codes are relayed both ways until one side closes. A refused handshake is
 relayed with the upstream's status when the server supports the ASGI
 `websocket.http.response` extension, otherwise as a close.
@@ -19,10 +21,11 @@ from urllib.parse import urlsplit
 from websockets import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.asyncio.client import ClientConnection, connect
 
-from proxy.asgi import Receive, Scope, Send
+from proxy.asgi import Headers, Receive, Scope, Send
 from proxy.config import Settings
 from proxy.errors import BadRequest, UpstreamError, UpstreamTimeout
-from proxy.forward.headers import RequestHeaderRules
+from proxy.forward.forwarder import ResponseRewriter
+from proxy.forward.headers import ForwardedRequest, RequestHeaderRules
 from proxy.forward.pages import render_error
 
 log = logging.getLogger("consent_proxy.websocket")
@@ -54,6 +57,7 @@ class WebSocketForwarder:
         self.port = url.port or (443 if self.secure else 80)
         self.connect_timeout = settings.upstream.timeouts.connect
         self.rules = rules
+        self.rewriter = ResponseRewriter(settings)
         self.ssl: ssl.SSLContext | None = None
         if self.secure:
             self.ssl = ssl.create_default_context(cafile=settings.upstream.ca_file)
@@ -66,7 +70,7 @@ class WebSocketForwarder:
         if message["type"] != "websocket.connect":
             return
         try:
-            upstream = await self._connect(scope)
+            upstream, request = await self._connect(scope)
         except InvalidStatus as exc:
             response = exc.response
             await self._deny(scope, send, response.status_code, bytes(response.body or b""))
@@ -77,10 +81,31 @@ class WebSocketForwarder:
             await self._deny(scope, send, exc.status, body)
             return
         async with upstream:
-            await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+            await send(
+                {
+                    "type": "websocket.accept",
+                    "subprotocol": upstream.subprotocol,
+                    "headers": self._accept_headers(upstream, request),
+                }
+            )
             await _relay(receive, send, upstream)
 
-    async def _connect(self, scope: Scope) -> ClientConnection:
+    def _accept_headers(self, upstream: ClientConnection, request: ForwardedRequest) -> Headers:
+        response = upstream.response
+        if response is None:
+            return []
+        headers = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in response.headers.raw_items()
+        ]
+        # The browser's server writes the handshake headers of its own side.
+        return [
+            (name, value)
+            for name, value in self.rewriter.headers(headers, request)
+            if name not in HANDSHAKE_HEADERS and name != b"content-length"
+        ]
+
+    async def _connect(self, scope: Scope) -> tuple[ClientConnection, ForwardedRequest]:
         request = self.rules.upstream_request(scope)
         # The Host the rules chose for the upstream (the client's, or the upstream's own),
         # exactly as for plain HTTP; the library writes it from the URI.
@@ -97,7 +122,7 @@ class WebSocketForwarder:
             target += b"?" + scope["query_string"]
         uri = f"{'wss' if self.secure else 'ws'}://{netloc.decode()}{target.decode('latin-1')}"
         try:
-            return await connect(
+            upstream = await connect(
                 uri,
                 host=self.host,
                 port=self.port,
@@ -120,6 +145,7 @@ class WebSocketForwarder:
             raise BadRequest("the request cannot be forwarded as a WebSocket") from None
         except (OSError, InvalidHandshake, ValueError) as exc:
             raise UpstreamError(f"cannot open a WebSocket to the upstream: {exc}") from None
+        return upstream, request
 
     async def _deny(self, scope: Scope, send: Send, status: int, body: bytes) -> None:
         if "websocket.http.response" in scope.get("extensions", {}):
