@@ -8,6 +8,10 @@ A request passes, outermost first:
                         upstream's session cookie); starts/ends sessions on the response
     Reserved            the consent prefix (callback, connect page...) is answered by the
                         reserved pages (consent/pages.py); everything else goes on
+    (forward-auth)      with `forward_auth.enabled`, ForwardAuth (outside the session) turns
+                        an ingress's question at `<prefix>auth` into the request it asks
+                        about, and AuthBranch (inside) sends it through IdentityHeaders to
+                        AuthAnswer instead of the forwarder: one identity core, two data planes
     IdentityHeaders     a live session: who it is, the integration state, a fresh token,
                         the signed assertion (tokens.py keeps tokens fresh)
     SignInWatcher       on SSO endpoints only: verify the assertion, watch the answer
@@ -30,6 +34,7 @@ from proxy.forward.forwarder import Forwarder
 from proxy.forward.headers import ProtectedHeaders, RequestHeaderRules
 from proxy.forward.websocket import WebSocketForwarder
 from proxy.identity.assertion import AssertionSigner
+from proxy.identity.forward_auth import AuthAnswer, AuthBranch, ForwardAuth
 from proxy.identity.headers import IdentityHeaders
 from proxy.identity.session import SessionMiddleware
 from proxy.identity.sso.watch import SignInWatcher
@@ -77,7 +82,12 @@ class ConsentProxy:
             sockets = IdentityHeaders(self.websocket, settings.headers, self.tokens, self.signer)
             if self.journey is not None:
                 http = Reserved(settings.consent.prefix, ReservedPages(self.journey), http)
+            if settings.forward_auth.enabled:
+                http = AuthBranch(self._auth_answer(), http)
             http = SessionMiddleware(http, settings.session, settings.sso, self.store, self.journey)
+            if settings.forward_auth.enabled:
+                auth_path = f"{settings.consent.prefix}auth"
+                http = ForwardAuth(http, auth_path, settings.trusted_proxies)
             sockets = SessionMiddleware(sockets, settings.session, settings.sso, self.store)
         protected = settings.headers.model_dump().values()
         http = ProtectedHeaders(http, protected)
@@ -86,6 +96,19 @@ class ConsentProxy:
         # Outermost: the upstream, the answer and every log line of a request carry its id.
         self.http: App = RequestId(http)
         self.sockets: App = RequestId(ProtectedHeaders(sockets, protected))
+
+    def _auth_answer(self) -> App:
+        """The forward-auth answer: the same identity headers as a forwarded request."""
+        s = self.settings
+        answer = AuthAnswer(
+            s.headers.model_dump().values(),
+            s.headers.token_expires,
+            s.forward_auth.max_age,
+            s.forward_auth.unconnected_max_age,
+            s.tokens.refresh_leeway,
+            s.assertion.lifetime if self.signer is not None else None,
+        )
+        return IdentityHeaders(answer, s.headers, self.tokens, self.signer)
 
     def ops_routes(self) -> list[Route]:
         """What the ops listener serves besides health and metrics: the JWKS of the

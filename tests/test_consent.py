@@ -118,10 +118,15 @@ class Env:
     standin: MicrosoftStandIn
     ca_file: Path
     acs: str
+    public_url: str = ""  # where browsers go, when not the proxy itself (an ingress)
+
+    @property
+    def origin(self) -> str:
+        return self.public_url or self.proxy.url
 
     @property
     def callback(self) -> str:
-        return f"{self.proxy.url}{PREFIX}callback"
+        return f"{self.origin}{PREFIX}callback"
 
     def db(self) -> sqlite3.Connection:
         return sqlite3.connect(self.proxy.config_path.parent / "store.sqlite3")
@@ -189,28 +194,32 @@ def consent_config(
 
 
 @contextlib.contextmanager
-def consent_env(work: Path, app_tenant: str | None = None, **extra: Any) -> Iterator[Env]:
+def consent_env(
+    work: Path, app_tenant: str | None = None, public_url: str = "", **extra: Any
+) -> Iterator[Env]:
     """The app, the Microsoft stand-in, the demo IdP and a proxy in front, all running;
-    `app_tenant` makes the app registration single-tenant; `extra` adds or replaces
-    top-level config sections."""
+    `app_tenant` makes the app registration single-tenant; `public_url` is where browsers
+    go when an ingress is in front of the proxy; `extra` adds or replaces top-level config
+    sections."""
     app = SsoApp()
     proxy = ProxyProcess({}, work)
+    origin = public_url or proxy.url
     standin_port = free_port()
     standin = MicrosoftStandIn(
-        f"https://127.0.0.1:{standin_port}", apps=[demo_app(f"{proxy.url}{PREFIX}callback")]
+        f"https://127.0.0.1:{standin_port}", apps=[demo_app(f"{origin}{PREFIX}callback")]
     )
     standin_server, ca_file = https_server(standin.app(), work, port=standin_port)
-    acs = f"{proxy.url}/saml/acs"
+    acs = f"{origin}/saml/acs"
     idp = DemoIdentityProvider(IDP_ENTITY, IDP_USERS, allowed_acs_urls=[acs])
     (work / "policy.yaml").write_text(POLICY)
     with running(ThreadServer(app.app())) as upstream, running(standin_server):
         authority = https_url(standin_server)
-        config = {**consent_config(work, upstream.url, proxy.url, idp, authority, ca_file), **extra}
+        config = {**consent_config(work, upstream.url, origin, idp, authority, ca_file), **extra}
         if app_tenant:
             config["microsoft_apps"]["default"]["tenant"] = app_tenant
         proxy.config_path.write_text(json.dumps(config))
         with running(proxy):
-            yield Env(app, proxy, idp, standin, ca_file, acs)
+            yield Env(app, proxy, idp, standin, ca_file, acs, public_url)
 
 
 @pytest.fixture(scope="module")
@@ -259,10 +268,10 @@ class Person:
         return location
 
     def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self.http.get(urljoin(self.env.proxy.url, url), **kwargs)
+        return self.http.get(urljoin(self.env.origin, url), **kwargs)
 
     def post(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self.http.post(urljoin(self.env.proxy.url, url), **kwargs)
+        return self.http.post(urljoin(self.env.origin, url), **kwargs)
 
 
 def submit(http: httpx.Client, page: httpx.Response, **fields: str) -> httpx.Response:

@@ -13,12 +13,14 @@ path, also for the policy file); `marks` finds where in the file each problem is
 column, the path with map keys);
 `values` holds the shared value types (URLs, config-relative paths, secrets); one module
 per section: `server`, `upstream`, `sso`, `identity` (session, headers, assertion),
-`microsoft` (app registrations, consent, tokens, broker), `store`; `settings` joins them
-and checks the rules that span sections. Everything is importable from `proxy.config`.
-The package imports nothing of the project but `proxy.errors` (checking token encryption
-keys borrows `proxy.store.vault.valid_key` at validation time, not at import).
+`microsoft` (app registrations, consent, tokens, broker), `store`, `forward_auth`;
+`settings` joins them and checks the rules that span sections. Everything is importable
+from `proxy.config`. The package imports nothing of the project but `proxy.errors`
+(checking token encryption keys borrows `proxy.store.vault.valid_key` at validation time,
+not at import).
 """
 
+from proxy.config.forward_auth import ForwardAuthSettings
 from proxy.config.identity import AssertionSettings, HeaderName, HeaderNames, SessionSettings
 from proxy.config.loader import (
     CONFIG_ENV,
@@ -120,6 +122,7 @@ __all__ = [
     "ConfigFile",
     "ConfigPath",
     "ConsentSettings",
+    "ForwardAuthSettings",
     "HeaderName",
     "HeaderNames",
     "HttpUrl",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import ValidationInfo, model_validator
 
+from proxy.config.forward_auth import ForwardAuthSettings
 from proxy.config.identity import AssertionSettings, HeaderNames, SessionSettings
 from proxy.config.microsoft import BrokerSettings, ConsentSettings, MicrosoftApp, TokenSettings
 from proxy.config.server import ListenSettings, LoggingSettings, OpsSettings, ServerSettings
@@ -32,6 +33,7 @@ class Settings(StrictModel):
     headers: HeaderNames = HeaderNames()
     assertion: AssertionSettings = AssertionSettings()
     broker: BrokerSettings = BrokerSettings()
+    forward_auth: ForwardAuthSettings = ForwardAuthSettings()
     # The folder for state (the SQLite store unless store.path says otherwise); see state.py.
     state_dir: ConfigPath | None = None
 
@@ -94,4 +96,18 @@ class Settings(StrictModel):
                     f"sso: silent.callback_path {check.callback_path!r} is under "
                     f"consent.prefix {prefix!r}, whose paths the consent pages answer"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _forward_auth_needs(self) -> Settings:
+        if self.forward_auth.enabled and not self.sso.endpoints:
+            raise ValueError(
+                "forward_auth.enabled: the answer names the signed-in user; "
+                "configure sso.endpoints too"
+            )
+        if self.forward_auth.enabled and not self.trusted_proxies:
+            raise ValueError(
+                "forward_auth.enabled: list the ingress in trusted_proxies; the endpoint "
+                "answers only the ingress (its answers carry access tokens)"
+            )
         return self
