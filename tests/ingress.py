@@ -109,10 +109,7 @@ def start_caddy(work: Path, port: int, app: str, proxy: str) -> Ingress:
     site = addresses(shipped, app, proxy).replace("http://:80", f"http://127.0.0.1:{port}")
     (work / "site.caddy").write_text(site)
     conf = work / "Caddyfile"
-    conf.write_text(
-        "{\n  admin off\n  auto_https off\n  persist_config off\n}\n"
-        f"import {work / 'site.caddy'}\n"
-    )
+    conf.write_text(f"{{\n\tadmin off\n\tauto_https off\n}}\n\nimport {work / 'site.caddy'}\n")
     log = work / "caddy.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
