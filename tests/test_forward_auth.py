@@ -1,0 +1,133 @@
+"""The forward-auth endpoint on its own: which request it is asked about, whom it answers,
+and that it never blocks (the journeys through real ingresses are in test_ingress_*.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from proxy.app import ConsentProxy
+from proxy.config import Settings
+from proxy.identity.forward_auth import SCOPE_KEY, ForwardAuth
+from proxy.identity.session import SessionCookie
+
+from .servers import free_port
+from .stored import session_settings
+
+AUTH = "/.consent-proxy/auth"
+SSO = {"endpoints": [{"type": "upstream", "path": "/login", "header": "X-User"}]}
+
+
+def settings(tmp_path: Path, **changes: Any) -> Settings:
+    config: dict[str, Any] = {
+        "upstream": {"url": "http://127.0.0.1:9"},
+        "session": session_settings(),
+        "sso": SSO,
+        "store": {"path": str(tmp_path / "store.sqlite3")},
+        "trusted_proxies": ["127.0.0.1/32"],
+        "forward_auth": {"enabled": True},
+        **changes,
+    }
+    return Settings.model_validate(config)
+
+
+def ask(app: ConsentProxy, peer: str = "127.0.0.1", **kwargs: Any) -> httpx.Response:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=(peer, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+            return await client.get(AUTH, **kwargs)
+
+    return asyncio.run(go())
+
+
+def scope(path: str, headers: dict[str, str], query: bytes = b"") -> dict[str, Any]:
+    return {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }
+
+
+async def _nothing(scope: Any, receive: Any, send: Any) -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    ("headers", "path", "query", "expected"),
+    [
+        ({"X-Original-URI": "/a/b?x=1", "X-Original-Method": "post"}, AUTH, b"", "POST /a/b x=1"),
+        ({"X-Forwarded-Uri": "/c", "X-Forwarded-Method": "PUT"}, AUTH, b"", "PUT /c "),
+        ({"X-Original-URL": "https://app.example.com/d?y=2"}, AUTH, b"", "GET /d y=2"),
+        ({}, AUTH + "/e/f", b"z=3", "GET /e/f z=3"),  # Envoy: the path follows ours
+        ({}, AUTH, b"", "GET / "),
+        ({"X-Original-URI": "//evil.example/x"}, AUTH, b"", "GET /x "),
+    ],
+)
+def test_the_request_asked_about(
+    headers: dict[str, str], path: str, query: bytes, expected: str
+) -> None:
+    auth = ForwardAuth(_nothing, AUTH, ())
+    original = auth.original(scope(path, headers, query))
+    got = f"{original['method']} {original['path']} {original['query_string'].decode()}"
+    assert got == expected
+    assert original[SCOPE_KEY] is True
+
+
+def test_an_anonymous_browser_gets_a_short_answer_without_identity(tmp_path: Path) -> None:
+    answer = ask(ConsentProxy(settings(tmp_path)), headers={"X-Original-URI": "/"})
+    assert answer.status_code == 200
+    assert answer.headers["cache-control"] == "max-age=2"
+    assert not any(k.startswith("x-consent-proxy") for k in answer.headers)
+
+
+def test_only_a_trusted_ingress_is_answered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = ConsentProxy(settings(tmp_path))
+    with caplog.at_level(logging.WARNING, "consent_proxy.forward_auth"):
+        for _ in range(3):
+            answer = ask(app, peer="192.0.2.7")
+            assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
+    assert [r.getMessage() for r in caplog.records] == [
+        "forward-auth asked by 192.0.2.7, which is not in trusted_proxies: answered without "
+        "identity"
+    ]
+
+
+def test_a_store_that_is_down_is_a_fast_answer_without_identity(tmp_path: Path) -> None:
+    dead = {"type": "redis", "url": f"redis://127.0.0.1:{free_port()}/0", "timeout": 0.2}
+    config = settings(tmp_path, store=dead)
+    cookie = SessionCookie(config.session).sign("a-session-id")
+    started = time.monotonic()
+    cookies = f"consent_proxy={cookie}; app_session=x"
+    answer = ask(ConsentProxy(config), headers={"X-Original-URI": "/", "Cookie": cookies})
+    assert time.monotonic() - started < 2
+    assert answer.status_code == 200
+    assert not any(k.startswith("x-consent-proxy") for k in answer.headers)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"trusted_proxies": []}, "forward_auth.enabled: list the ingress in trusted_proxies"),
+        ({"sso": {}}, "forward_auth.enabled: the answer names the signed-in user"),
+    ],
+)
+def test_the_endpoint_needs_a_trusted_ingress_and_sign_ins(
+    tmp_path: Path, changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        settings(tmp_path, **changes)
+
+
+def test_off_by_default() -> None:
+    assert Settings.model_validate({"upstream": {"url": "http://a"}}).forward_auth.enabled is False
