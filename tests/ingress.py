@@ -10,7 +10,7 @@ import os
 import pwd
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,10 +62,15 @@ def addresses(text: str, app: str, proxy: str) -> str:
     return text.replace(APP, app).replace(PROXY, proxy)
 
 
-def nginx_config(work: Path, port: int, app: str, proxy: str) -> Path:
-    """nginx.conf for an unprivileged nginx that includes the shipped file."""
+Edit = Callable[[str], str]
+
+
+def nginx_config(work: Path, port: int, app: str, proxy: str, edit: Edit | None = None) -> Path:
+    """nginx.conf for an unprivileged nginx that includes the shipped file (changed by
+    `edit` after the addresses, for the benchmarks' variants)."""
     shipped = (EXAMPLES / "nginx" / "consent-proxy.conf").read_text()
     site = addresses(shipped, app, proxy)
+    site = edit(site) if edit is not None else site
     site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
     site = site.replace("/var/cache/nginx/consent-proxy", str(work / "auth-cache"))
     (work / "consent-proxy.conf").write_text(site)
@@ -88,10 +93,10 @@ def nginx_config(work: Path, port: int, app: str, proxy: str) -> Path:
     return main
 
 
-def start_nginx(work: Path, port: int, app: str, proxy: str) -> Ingress:
+def start_nginx(work: Path, port: int, app: str, proxy: str, edit: Edit | None = None) -> Ingress:
     need(NGINX)
     work.mkdir(parents=True, exist_ok=True)
-    conf = nginx_config(work, port, app, proxy)
+    conf = nginx_config(work, port, app, proxy, edit)
     log = work / "error.log"
     proc = subprocess.Popen(
         [NGINX, "-p", str(work), "-c", str(conf), "-e", str(log)],
