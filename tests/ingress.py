@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from .servers import free_port, wait_for_port
-from .test_consent import Env, consent_env
+from .servers import free_port, terminate, wait_for_port
+from .test_consent import Env, Person, consent_env
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -49,13 +49,7 @@ class Ingress:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
 
 
 def addresses(text: str, app: str, proxy: str) -> str:
@@ -152,3 +146,15 @@ def behind(kind: str, work: Path, **extra: Any) -> Iterator[tuple[Env, Ingress]]
             yield env, ingress
         finally:
             ingress.stop()
+
+
+@contextlib.contextmanager
+def browser(env: Env) -> Iterator[Person]:
+    """A new browser, against a wiped store and a reset Microsoft stand-in."""
+    env.wipe()
+    env.standin.reset()
+    person = Person(env)
+    try:
+        yield person
+    finally:
+        person.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -131,3 +133,19 @@ def test_the_endpoint_needs_a_trusted_ingress_and_sign_ins(
 
 def test_off_by_default() -> None:
     assert Settings.model_validate({"upstream": {"url": "http://a"}}).forward_auth.enabled is False
+
+
+def test_check_names_a_forward_auth_problem_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("upstream: {url: 'http://127.0.0.1:8080'}\nforward_auth: {enabled: true}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", "check", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"{config}: forward_auth.enabled: the answer names the signed-in user; "
+        "configure sso.endpoints too\n"
+    )
