@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from authenticated import redis_up
 from passthrough import BROWSER_HEADERS, Cell, wrk
-from servers import Upstream, exit_on_sigterm, free_port, machine_lines
+from servers import Upstream, free_port, start_report
 
 from tests.ingress import Ingress, start_nginx, upstream_address
 from tests.servers import ProxyProcess
@@ -254,10 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 s cells")
     args = parser.parse_args(argv)
     duration = 1 if args.quick else args.duration
-    exit_on_sigterm()
-    print("consent-proxy behind nginx (forward-auth) vs nginx alone vs the built-in proxy")
-    for line in machine_lines(["consent-proxy", "uvicorn", "redis"]):
-        print(line)
+    start_report(
+        ["consent-proxy", "uvicorn", "redis"],
+        "consent-proxy behind nginx (forward-auth) vs nginx alone vs the built-in proxy",
+    )
     print(f"\nGET / as a connected user ({len(BROWSER_HEADERS)} browser headers), "
           f"wrk --latency, {duration} s per cell\n")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-forward-auth-") as tmp:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from .ingress import Ingress, behind, browser
+from .jose import claims_of
 from .test_consent import ALICE, BOB, PREFIX, Env, Person, submit_form, user_id
 from .test_ingress_nginx import (
     app_saw,
@@ -17,7 +18,7 @@ from .test_ingress_nginx import (
     forged_copies_never_reach_the_app,
     reaches_the_app_without_the_proxy,
 )
-from .test_tokens import NAMES, claims
+from .test_tokens import NAMES
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +37,8 @@ def test_the_whole_journey_through_caddy(person: Person) -> None:
     connect(person)
     got = app_saw(person)
     assert got[NAMES["user"]] == ALICE.email and got[NAMES["integration"]] == "connected"
-    assert claims(got[NAMES["token"]])["oid"] == ALICE.object_id
-    assert claims(got[NAMES["assertion"]])["upn"] == ALICE.email
+    assert claims_of(got[NAMES["token"]])["oid"] == ALICE.object_id
+    assert claims_of(got[NAMES["assertion"]])["upn"] == ALICE.email
     assert "x-request-id" not in got  # Caddy carried it straight to the app
 
 

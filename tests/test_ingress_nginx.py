@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from .ingress import Ingress, behind, browser
+from .jose import claims_of
 from .test_consent import ALICE, BOB, CAROL, PREFIX, Env, Person, submit_form, user_id
-from .test_tokens import NAMES, SPOOFS, claims
+from .test_tokens import NAMES, SPOOFS
 
 MAX_AGE = 4  # forward_auth.max_age here: the bound on noticing a disconnect
 UNCONNECTED = 1  # forward_auth.unconnected_max_age here
@@ -65,8 +66,8 @@ def test_the_whole_journey_through_nginx(person: Person) -> None:
     assert got[NAMES["user"]] == ALICE.email
     assert got[NAMES["tenant"]] == ALICE.tenant_id and got[NAMES["oid"]] == ALICE.object_id
     assert got[NAMES["integration"]] == "connected" and got[NAMES["route"]] == "graph"
-    assert claims(got[NAMES["token"]])["oid"] == ALICE.object_id
-    assert claims(got[NAMES["assertion"]])["upn"] == ALICE.email
+    assert claims_of(got[NAMES["token"]])["oid"] == ALICE.object_id
+    assert claims_of(got[NAMES["assertion"]])["upn"] == ALICE.email
     assert "x-request-id" not in got  # nginx carried it straight to the app, not the proxy
 
 
