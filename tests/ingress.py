@@ -24,7 +24,7 @@ from .test_consent import Env, Person, consent_env
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 # The addresses the shipped examples name, replaced by the tests' own.
-APP, PROXY = "127.0.0.1:8080", "127.0.0.1:8000"
+APP, PROXY = "127.0.0.1:3000", "127.0.0.1:8080"
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 CADDY = shutil.which("caddy") or "/usr/bin/caddy"
