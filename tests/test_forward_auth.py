@@ -72,6 +72,7 @@ async def _nothing(scope: Any, receive: Any, send: Any) -> None:
         ({}, AUTH + "/e/f", b"z=3", "GET /e/f z=3"),  # Envoy: the path follows ours
         ({}, AUTH, b"", "GET / "),
         ({"X-Original-URI": "//evil.example/x"}, AUTH, b"", "GET /x "),
+        ({"X-Original-URI": "/log%6Fut?a=%20"}, AUTH, b"", "GET /logout a=%20"),
     ],
 )
 def test_the_request_asked_about(

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Iterable
 from functools import lru_cache
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from proxy.asgi import App, Headers, Receive, Scope, Send
 from proxy.config import IpNetwork
@@ -71,13 +71,15 @@ class ForwardAuth:
         target = next((headers[n] for n in URI_HEADERS if headers.get(n)), b"")
         method = next((headers[n] for n in METHOD_HEADERS if headers.get(n)), b"")
         if not target:  # Envoy: the original path follows the endpoint's own
-            target = scope.get("raw_path", b"")[len(self.path) :] or b"/"
+            raw: bytes = scope.get("raw_path") or scope["path"].encode("latin-1")
+            target = raw[len(self.path) :] or b"/"
             query = scope.get("query_string", b"")
             target += b"?" + query if query else b""
         parts = urlsplit(target.decode("latin-1"))
         original = dict(scope)
-        original["path"] = parts.path if parts.path.startswith("/") else "/"
-        original["raw_path"] = original["path"].encode("latin-1")
+        raw_path = parts.path if parts.path.startswith("/") else "/"
+        original["raw_path"] = raw_path.encode("latin-1")
+        original["path"] = unquote(raw_path)  # as the server would decode the request's
         original["query_string"] = parts.query.encode("latin-1")
         original["method"] = method.decode("latin-1").upper() or scope["method"]
         original[SCOPE_KEY] = True
