@@ -149,7 +149,7 @@ def behind(kind: str, work: Path, **extra: Any) -> Iterator[tuple[Env, Ingress]]
 
 
 @contextlib.contextmanager
-def browser(env: Env) -> Iterator[Person]:
+def fresh_browser(env: Env) -> Iterator[Person]:
     """A new browser, against a wiped store and a reset Microsoft stand-in."""
     env.wipe()
     env.standin.reset()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .ingress import Ingress, behind, browser
+from .ingress import Ingress, behind, fresh_browser
 from .jose import claims_of
 from .test_consent import ALICE, BOB, PREFIX, Env, Person, submit_form, user_id
 from .test_ingress_nginx import (
@@ -29,7 +29,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, Ingre
 
 @pytest.fixture
 def person(front: tuple[Env, Ingress]) -> Iterator[Person]:
-    with browser(front[0]) as fresh:
+    with fresh_browser(front[0]) as fresh:
         yield fresh
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .ingress import Ingress, behind, browser
+from .ingress import Ingress, behind, fresh_browser
 from .jose import claims_of
 from .test_consent import ALICE, BOB, CAROL, PREFIX, Env, Person, submit_form, user_id
 from .test_tokens import NAMES, SPOOFS
@@ -31,7 +31,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, Ingre
 
 @pytest.fixture
 def person(front: tuple[Env, Ingress]) -> Iterator[Person]:
-    with browser(front[0]) as fresh:
+    with fresh_browser(front[0]) as fresh:
         yield fresh
 
 
@@ -205,7 +205,7 @@ def test_nginx_logs_no_token(front: tuple[Env, Ingress], person: Person) -> None
 
 def reaches_the_app_without_the_proxy(kind: str, work: Path) -> None:
     """The proxy stops; the ingress still sends requests on, fast, without identity."""
-    with behind(kind, work) as (env, ingress), browser(env) as person:
+    with behind(kind, work) as (env, ingress), fresh_browser(env) as person:
         connect(person)
         env.proxy.stop()
         started = time.monotonic()
