@@ -8,6 +8,7 @@ import logging
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,13 @@ from proxy.config import Settings
 from proxy.identity.forward_auth import SCOPE_KEY, ForwardAuth
 from proxy.identity.session import SessionCookie
 
-from .servers import free_port
+from .servers import ProxyProcess, ThreadServer, free_port, running
+from .sso_app import SsoApp
 from .stored import session_settings
 
 AUTH = "/.consent-proxy/auth"
 SSO = {"endpoints": [{"type": "upstream", "path": "/login", "header": "X-User"}]}
+HEADER_ENDPOINT = {"type": "upstream", "path": "/login/password", "header": "X-Authenticated-User"}
 
 
 def settings(tmp_path: Path, **changes: Any) -> Settings:
@@ -150,3 +153,60 @@ def test_check_names_a_forward_auth_problem_in_one_line(tmp_path: Path) -> None:
         f"{config}: forward_auth.enabled: the answer names the signed-in user; "
         "configure sso.endpoints too\n"
     )
+
+
+# --- over real servers: the same layers as a forwarded request ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def signing_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    """A proxy whose app says who signed in (a header on /login/password), with /logout
+    as a logout path, answering forward-auth questions from 127.0.0.1."""
+    work = tmp_path_factory.mktemp("forward-auth")
+    with running(ThreadServer(SsoApp().app())) as app:
+        config = {
+            "upstream": {"url": app.url},
+            "session": session_settings(),
+            "sso": {"endpoints": [HEADER_ENDPOINT], "logout_paths": ["/logout"]},
+            "store": {"path": str(work / "store.sqlite3")},
+            "trusted_proxies": ["127.0.0.1/32"],
+            "forward_auth": {"enabled": True},
+        }
+        with running(ProxyProcess(config, work)) as proxy:
+            yield proxy
+
+
+def signed_in(proxy: ProxyProcess, user: str) -> str:
+    response = httpx.get(f"{proxy.url}/login/password", params={"user": user})
+    assert response.status_code == 303
+    return "; ".join(f"{k}={v}" for k, v in response.cookies.items())
+
+
+def ours(headers: Any) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-consent-proxy")}
+
+
+def test_the_answer_carries_what_the_app_would_receive(signing_proxy: ProxyProcess) -> None:
+    cookie = signed_in(signing_proxy, "dana@contoso.example")
+    forwarded = httpx.get(f"{signing_proxy.url}/echo", headers={"Cookie": cookie})
+    answer = httpx.get(
+        f"{signing_proxy.url}{AUTH}", headers={"Cookie": cookie, "X-Original-URI": "/echo"}
+    )
+    assert answer.status_code == 200
+    expected = ours(forwarded.json()["headers"])
+    assert expected["x-consent-proxy-user"] == "dana@contoso.example"
+    assert ours(answer.headers) == expected  # the assertion too: the same signer, cached
+
+
+def test_a_logout_path_asked_about_ends_the_session(signing_proxy: ProxyProcess) -> None:
+    cookie = signed_in(signing_proxy, "erin@contoso.example")
+    ask = f"{signing_proxy.url}{AUTH}"
+    assert ours(httpx.get(ask, headers={"Cookie": cookie, "X-Original-URI": "/home"}).headers)
+    ended = httpx.get(ask, headers={"Cookie": cookie, "X-Original-URI": "/logout"})
+    # As when forwarded: the logout request itself still says who is leaving.
+    assert ended.status_code == 200 and ours(ended.headers)
+    assert ended.headers["cache-control"] == "no-store"
+    assert ended.headers["set-cookie"].startswith("consent_proxy=;")
+    after = httpx.get(ask, headers={"Cookie": cookie, "X-Original-URI": "/home"})
+    assert not ours(after.headers)  # the session is gone from the store, not just this answer
+    assert "session ended for user" in signing_proxy.logs()
