@@ -19,6 +19,7 @@ from proxy.app import ConsentProxy
 from proxy.config import Settings
 from proxy.identity.forward_auth import SCOPE_KEY, ForwardAuth
 from proxy.identity.session import SessionCookie
+from proxy.ops import metrics
 
 from .servers import ProxyProcess, ThreadServer, free_port, running
 from .sso_app import SsoApp
@@ -99,10 +100,13 @@ def test_only_a_trusted_ingress_is_answered(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = ConsentProxy(settings(tmp_path))
+    refused = metrics.FORWARD_AUTH_ANSWERS.labels("refused")
+    before = refused._value.get()
     with caplog.at_level(logging.WARNING, "consent_proxy.forward_auth"):
         for _ in range(3):
             answer = ask(app, peer="192.0.2.7")
             assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
+    assert refused._value.get() - before == 3  # counted every time, logged once
     assert [r.getMessage() for r in caplog.records] == [
         "forward-auth asked by 192.0.2.7, which is not in trusted_proxies: answered without "
         "identity"

@@ -39,6 +39,7 @@ METRIC_NAMES = [
     "consent_proxy_policy_reloads_total",
     "consent_proxy_store_errors_total",
     "consent_proxy_sessions_ended_total",
+    "consent_proxy_forward_auth_answers_total",
 ]
 SECRET = "a-test-session-secret-that-is-long-enough-0001"
 HEADER_ENDPOINT = {"type": "upstream", "path": "/login/password", "header": "X-Authenticated-User"}

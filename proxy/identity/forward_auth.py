@@ -29,6 +29,7 @@ from urllib.parse import unquote, urlsplit
 from proxy.asgi import App, Headers, Receive, Scope, Send
 from proxy.config import IpNetwork
 from proxy.identity.session import request_state
+from proxy.ops import metrics
 
 log = logging.getLogger("consent_proxy.forward_auth")
 
@@ -62,6 +63,7 @@ class ForwardAuth:
         peer = client[0] if client else ""
         if not self._is_trusted(peer):
             self._warn(peer)
+            metrics.FORWARD_AUTH_ANSWERS.labels("refused").inc()
             await _respond(send, NOTHING)
             return
         await self.app(self.original(scope), receive, send)
@@ -144,6 +146,7 @@ class AuthAnswer:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = [(n, v) for n, v in scope["headers"] if n in self.names]
+        metrics.FORWARD_AUTH_ANSWERS.labels("identity" if found else "anonymous").inc()
         age = self.reuse(found, request_state(scope).end_reason is not None)
         cache = f"max-age={age}".encode() if age > 0 else b"no-store"
         await _respond(send, [*found, (b"cache-control", cache), (b"content-length", b"0")])

@@ -27,6 +27,7 @@ from proxy.asgi import Message, Send
 
 __all__ = [
     "CONSENT_OUTCOMES",
+    "FORWARD_AUTH_ANSWERS",
     "POLICY_RELOADS",
     "PROMPTS",
     "REGISTRY",
@@ -54,6 +55,7 @@ STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 SIGN_IN_METHODS = ("saml", "oidc", "upstream")  # sso.endpoints[].type
 SIGN_IN_OUTCOMES = ("recognised", "rejected", "not_completed")
 PROMPT_MODES = ("never", "first_sign_in", "every_sign_in")  # policy `prompt`
+FORWARD_AUTH_VALUES = ("identity", "anonymous", "refused")
 PROMPT_ACTIONS = ("pass", "consent", "admin_approval_notice")  # policy Decision.action
 # `connected` and `admin_consented` are successes; the rest are proxy.microsoft.ErrorKind
 # values (the AADSTS classes), listed here so that this module imports nothing heavy.
@@ -174,6 +176,13 @@ POLICY_RELOADS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+FORWARD_AUTH_ANSWERS = Counter(
+    "consent_proxy_forward_auth_answers_total",
+    "Answers to an ingress's auth subrequests: identity (a signed-in user's headers), "
+    "anonymous (none), refused (the asker is not in trusted_proxies: a misconfiguration).",
+    ["answer"],
+    registry=REGISTRY,
+)
 STORE_ERRORS = Counter(
     "consent_proxy_store_errors_total",
     "Store operations that failed (the proxy carried on without the store for them).",
@@ -224,6 +233,8 @@ def _initialise() -> None:
         POLICY_RELOADS.labels(outcome)
     for outcome in OUTAGE_OUTCOMES:
         STORE_OUTAGE_SIGN_INS.labels(outcome)
+    for answer in FORWARD_AUTH_VALUES:
+        FORWARD_AUTH_ANSWERS.labels(answer)
 
 
 _initialise()
