@@ -17,7 +17,7 @@ import pytest
 
 from proxy.app import ConsentProxy
 from proxy.config import Settings
-from proxy.identity.forward_auth import SCOPE_KEY, ForwardAuth
+from proxy.identity.forward_auth import SCOPE_KEY, AuthAnswer, ForwardAuth
 from proxy.identity.session import SessionCookie
 from proxy.ops import metrics
 
@@ -214,3 +214,30 @@ def test_a_logout_path_asked_about_ends_the_session(signing_proxy: ProxyProcess)
     after = httpx.get(ask, headers={"Cookie": cookie, "X-Original-URI": "/home"})
     assert not ours(after.headers)  # the session is gone from the store, not just this answer
     assert "session ended for user" in signing_proxy.logs()
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "ending", "expected"),
+    [
+        (None, False, 30),  # unconnected: its own bound, here capped by the assertion's
+        (3600, False, 30),  # connected: max_age, capped by a quarter of the assertion's life
+        (310, False, 10),  # until the refresh point (expiry minus the 300 s leeway)
+        (200, False, 0),  # due for refresh: the next request must reach the proxy
+        (3600, True, 0),  # the answer ends a session
+    ],
+)
+def test_how_long_an_answer_may_be_reused(
+    expires_in: int | None, ending: bool, expected: int
+) -> None:
+    answer = AuthAnswer(
+        ["X-User", "X-Expires"],
+        "X-Expires",
+        max_age=300,
+        unconnected_max_age=60,
+        refresh_leeway=300,
+        assertion_lifetime=120,
+    )
+    found = [(b"x-user", b"u")]
+    if expires_in is not None:
+        found.append((b"x-expires", str(int(time.time()) + expires_in).encode()))
+    assert answer.reuse(found, ending) in (expected, expected - 1)  # a second may tick
