@@ -13,7 +13,10 @@ import yaml
 from proxy.config import HeaderNames
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = sorted(p for p in (ROOT / "examples").rglob("*") if p.is_file())
+INGRESSES = ("nginx", "caddy", "traefik", "envoy", "ingress-nginx")  # one folder each
+EXAMPLES = sorted(
+    p for name in INGRESSES for p in (ROOT / "examples" / name).rglob("*") if p.is_file()
+)
 OURS = {name.lower() for name in HeaderNames().model_dump().values()}
 TESTS = "\n".join(p.read_text() for p in (ROOT / "tests").glob("*.py"))
 
