@@ -155,8 +155,7 @@ def test_check_names_a_forward_auth_problem_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith(f"{config}:") and result.stderr.count("\n") == 1
     assert result.stderr.endswith(
-        " forward_auth.enabled: the answer names the signed-in user; "
-        "configure sso.endpoints too\n"
+        " forward_auth.enabled: the answer names the signed-in user; configure sso.endpoints too\n"
     )
 
 
