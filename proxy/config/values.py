@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable, Iterable
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -74,6 +76,21 @@ ConfigFile = Annotated[Path, AfterValidator(_relative_to_config), AfterValidator
 OriginUrl = Annotated[str, AfterValidator(_origin_url)]
 Seconds = Annotated[float, Field(gt=0, le=86400)]
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def peer_checker(networks: Iterable[IpNetwork]) -> Callable[[str], bool]:
+    """Is this TCP peer one of `trusted_proxies`? Cached: peers repeat (an ingress, a LB)."""
+    trusted = tuple(networks)
+
+    @lru_cache(maxsize=1024)
+    def is_trusted(peer: str) -> bool:
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in trusted)
+
+    return is_trusted
 
 
 class Secret(StrictModel):

@@ -15,15 +15,14 @@ Rules, in order, for every forwarded request:
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable, MutableMapping
-from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
 from proxy.asgi import App, Headers, Receive, Scope, Send
 from proxy.config import IpNetwork, Settings
+from proxy.config.values import peer_checker
 from proxy.errors import BadRequest
 from proxy.ops.logs import REQUEST_ID_HEADER
 
@@ -137,15 +136,8 @@ class RequestHeaderRules:
         self.never_named = frozenset(
             own | FORWARDED | {REQUEST_ID_HEADER, b"content-length", b"host"}
         )
-        self._trusted = lru_cache(maxsize=1024)(self._is_trusted)
+        self._trusted = peer_checker(self.trusted_networks)
         self._kinds: tuple[dict[bytes, int], dict[bytes, int]] = ({}, {})
-
-    def _is_trusted(self, peer: str) -> bool:
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        return any(address in network for network in self.trusted_networks)
 
     def _kind(self, name: bytes, trusted: bool) -> int:
         if name == b"connection":

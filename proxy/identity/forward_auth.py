@@ -19,15 +19,14 @@ knows — and says how long the ingress may reuse it (Cache-Control). Only a tru
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Iterable
-from functools import lru_cache
 from urllib.parse import unquote, urlsplit
 
 from proxy.asgi import App, Headers, Receive, Scope, Send
 from proxy.config import IpNetwork
+from proxy.config.values import peer_checker
 from proxy.identity.session import request_state
 from proxy.ops import metrics
 
@@ -51,7 +50,7 @@ class ForwardAuth:
         self.app = app
         self.path = path
         self.trusted = tuple(trusted)
-        self._is_trusted = lru_cache(maxsize=1024)(self._trusted)
+        self._is_trusted = peer_checker(self.trusted)
         self._warned: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -86,13 +85,6 @@ class ForwardAuth:
         original["method"] = method.decode("latin-1").upper() or scope["method"]
         original[SCOPE_KEY] = True
         return original
-
-    def _trusted(self, peer: str) -> bool:
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        return any(address in network for network in self.trusted)
 
     def _warn(self, peer: str) -> None:
         if peer not in self._warned and len(self._warned) < MAX_WARNED:
