@@ -19,6 +19,7 @@ the same number, so aggregate it with `max()`, not `sum()`.
 
 from __future__ import annotations
 
+import itertools
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -212,29 +213,25 @@ STORE_PURGED = Counter(
 OUTAGE_OUTCOMES = ("held", "settled", "replayed", "refused")
 
 
+# Every label combination starts at zero, so a dashboard sees a series before its first event.
+_LABEL_VALUES: tuple[tuple[Counter, tuple[tuple[str, ...], ...]], ...] = (
+    (REQUESTS, (STATUS_CLASSES,)),
+    (SIGN_INS, (SIGN_IN_METHODS, SIGN_IN_OUTCOMES)),
+    (SESSIONS_ENDED, (SESSION_END_REASONS,)),
+    (SILENT_CHECKS, (SILENT_OUTCOMES,)),
+    (PROMPTS, (PROMPT_MODES, PROMPT_ACTIONS)),
+    (CONSENT_OUTCOMES, (CONSENT_OUTCOME_VALUES,)),
+    (TOKEN_REFRESHES, (REFRESH_OUTCOMES,)),
+    (POLICY_RELOADS, (RELOAD_OUTCOMES,)),
+    (STORE_OUTAGE_SIGN_INS, (OUTAGE_OUTCOMES,)),
+    (FORWARD_AUTH_ANSWERS, (FORWARD_AUTH_VALUES,)),
+)
+
+
 def _initialise() -> None:
-    for status in STATUS_CLASSES:
-        REQUESTS.labels(status)
-    for method in SIGN_IN_METHODS:
-        for outcome in SIGN_IN_OUTCOMES:
-            SIGN_INS.labels(method, outcome)
-    for reason in SESSION_END_REASONS:
-        SESSIONS_ENDED.labels(reason)
-    for outcome in SILENT_OUTCOMES:
-        SILENT_CHECKS.labels(outcome)
-    for mode in PROMPT_MODES:
-        for action in PROMPT_ACTIONS:
-            PROMPTS.labels(mode, action)
-    for outcome in CONSENT_OUTCOME_VALUES:
-        CONSENT_OUTCOMES.labels(outcome)
-    for outcome in REFRESH_OUTCOMES:
-        TOKEN_REFRESHES.labels(outcome)
-    for outcome in RELOAD_OUTCOMES:
-        POLICY_RELOADS.labels(outcome)
-    for outcome in OUTAGE_OUTCOMES:
-        STORE_OUTAGE_SIGN_INS.labels(outcome)
-    for answer in FORWARD_AUTH_VALUES:
-        FORWARD_AUTH_ANSWERS.labels(answer)
+    for metric, values in _LABEL_VALUES:
+        for labels in itertools.product(*values):
+            metric.labels(*labels)
 
 
 _initialise()
